@@ -1,0 +1,65 @@
+"""Stage features: run the frozen backbone once over every split and cache pooled features.
+
+With the base frozen, in inference mode and without augmentation, its output is a fixed
+function of the image: computing it once replaces recomputing it in every head epoch.
+
+    python -m stages.features data/prepared data/features models/feature_extractor.keras \
+        metrics/features.json
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+from transfer_pipeline.errors import exit_on_pipeline_error
+from transfer_pipeline.params import load_params
+
+
+@exit_on_pipeline_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prepared", type=Path)
+    parser.add_argument("features", type=Path, help="output folder: <split>.npy per split")
+    parser.add_argument("extractor", type=Path, help="output: the frozen extractor (.keras)")
+    parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
+    args = parser.parse_args()
+    params = load_params()  # validate before paying for TensorFlow
+
+    import numpy as np
+
+    from transfer_pipeline import compute
+    from transfer_pipeline.atomic import atomic_target, write_json
+    from transfer_pipeline.data import SPLITS, load_split
+    from transfer_pipeline.features import extract_features
+    from transfer_pipeline.model import build_feature_extractor
+    from transfer_pipeline.training import save_model
+
+    strategy = compute.configure(params)
+    model = params["model"]
+    train_x, _ = load_split(args.prepared, "train", mmap=True)
+    with strategy.scope():
+        extractor = build_feature_extractor(
+            model["backbone"], train_x.shape[1], model["image_size"], model["weights"]
+        )
+    timings = {}
+    with atomic_target(args.features) as tmp:
+        tmp.mkdir()
+        for split in SPLITS:
+            images, _ = load_split(args.prepared, split, mmap=True)
+            started = time.monotonic()
+            features = extract_features(extractor, images, params["features"]["batch_size"], split)
+            timings[split] = len(images) / (time.monotonic() - started)
+            np.save(tmp / f"{split}.npy", features)
+    save_model(extractor, args.extractor)
+    write_json(
+        args.metrics,
+        {
+            "feature_width": int(extractor.output.shape[-1]),
+            **{f"{split}_images_per_s": round(value, 1) for split, value in timings.items()},
+        },
+    )
+    print(f"features: {extractor.output.shape[-1]} per image; images/s {timings}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

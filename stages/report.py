@@ -1,0 +1,99 @@
+"""Stage report: a Markdown and a self-contained HTML report with tables and figures.
+
+    python -m stages.report data/prepared report
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transfer_pipeline import report
+from transfer_pipeline.atomic import atomic_target
+from transfer_pipeline.data import load_class_names, load_split
+from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.params import load_params
+
+INPUTS = {
+    "evaluation": Path("metrics/evaluate.json"),
+    "head_history": Path("plots/train_head.csv"),
+    "fine_history": Path("plots/fine_tune.csv"),
+    "predictions": Path("eval/predictions.npz"),
+}
+
+
+@exit_on_pipeline_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prepared", type=Path)
+    parser.add_argument("out", type=Path, help="output folder: report.md, report.html, *.png")
+    args = parser.parse_args()
+    params = load_params()
+    missing = [str(p) for p in INPUTS.values() if not p.exists()]
+    if missing:
+        raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")
+
+    evaluation = json.loads(INPUTS["evaluation"].read_text())
+    class_names = load_class_names(args.prepared)
+    test_x, _ = load_split(args.prepared, "test", mmap=True)
+    predictions = np.load(INPUTS["predictions"])
+    matrix = pd.crosstab(
+        pd.Categorical(predictions["labels"], categories=range(len(class_names))),
+        pd.Categorical(predictions["fine_tuned"].argmax(1), categories=range(len(class_names))),
+        dropna=False,
+    ).to_numpy()
+
+    model, tune = params["model"], params["fine_tune"]
+    params_rows = [
+        ("model.backbone", model["backbone"]),
+        ("model.weights", model["weights"]),
+        ("model.image_size", model["image_size"]),
+        ("lr (head)", params["lr"]),
+        ("train_head.epochs", params["train_head"]["epochs"]),
+        ("fine_tune.lr", tune["lr"]),
+        ("fine_tune.epochs", tune["epochs"]),
+        ("fine_tune.unfreeze", tune["unfreeze"]),
+        ("data sizes (train/val/test)",
+         "/".join(str(params["data"][f"{s}_size"]) for s in ("train", "val", "test"))),
+    ]
+    figures = {
+        "Training curves (head, then fine-tuning)": (
+            "curves.png",
+            report.training_curves(
+                pd.read_csv(INPUTS["head_history"]), pd.read_csv(INPUTS["fine_history"])
+            ),
+        ),
+        "Confusion matrix (fine-tuned, test set)": (
+            "confusion.png", report.confusion_heatmap(matrix, class_names)
+        ),
+    }
+    wrong = report.confidently_wrong(
+        test_x, predictions["labels"], predictions["fine_tuned"], class_names,
+        params["report"]["wrong_examples"],
+    )
+    if wrong is not None:
+        figures["Most confidently wrong test images"] = ("wrong.png", wrong)
+
+    title = f"Transfer learning: {model['backbone']} on {params['data']['dataset']}"
+    headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"])
+    per_class = report.per_class_rows(evaluation)
+    with atomic_target(args.out) as tmp:
+        tmp.mkdir()
+        for file, fig in figures.values():
+            report.save_figure(fig, tmp / file)
+        captions = {caption: file for caption, (file, _) in figures.items()}
+        (tmp / "report.md").write_text(
+            report.markdown(title, params_rows, headline, per_class, captions)
+        )
+        (tmp / "report.html").write_text(
+            report.html_page(
+                title, params_rows, headline, per_class, {c: tmp / f for c, f in captions.items()}
+            )
+        )
+    print(f"report: {args.out / 'report.html'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Shared fixtures: one tiny real pipeline run per session, copied for tests that change it.
+
+The session fixture ``pipeline`` copies this repository into a temporary git repository,
+generates a small CIFAR-10 tarball in the official format, points params at it with tiny
+sizes (random weights, 32x32 ResNet50 input, 2 epochs per phase, 270 images) and runs the
+real `dvc repro` once. Read-only tests read its outputs; tests that change params or files
+take ``pipeline_copy``, a private copy with the same git history and DVC cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthetic import write_cifar10_tarball
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TARBALL = "data/raw/cifar-10-python.tar.gz"
+
+# The seed's recipe shrunk to seconds: every key still goes through the real code paths.
+TINY = {
+    "data": {"source": TARBALL, "train_size": 150, "val_size": 60, "test_size": 60},
+    "model": {"backbone": "resnet50", "weights": None, "image_size": 32},
+    "features": {"batch_size": 64},
+    "train_head": {"epochs": 2},
+    "fine_tune": {"epochs": 2},
+    "report": {"wrong_examples": 8},
+}
+
+
+def tool_env() -> dict:
+    """`dvc` and the stages' `python` resolve to this interpreter's environment."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["CI"] = "true"  # quiet progress output, as in CI
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+@dataclass
+class Repo:
+    path: Path
+
+    def run(self, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
+        result = subprocess.run(
+            list(args), cwd=self.path, env={**tool_env(), **(env or {})}, capture_output=True,
+            text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                f"{result.stderr[-4000:]}"
+            )
+        return result
+
+    def dvc(self, *args: str, check: bool = True, env: dict | None = None):
+        return self.run(sys.executable, "-m", "dvc", *args, check=check, env=env)
+
+    def snapshot(self) -> dict[str, str]:
+        """MD5 of every pipeline output file: to prove a failed run changed none of them."""
+        hashes = {}
+        for folder in ("data/prepared", "data/features", "models", "metrics", "plots", "eval",
+                       "report"):
+            for path in sorted((self.path / folder).rglob("*")):
+                if path.is_file():
+                    hashes[str(path.relative_to(self.path))] = hashlib.md5(path.read_bytes()).hexdigest()
+        return hashes
+
+    def git(self, *args: str) -> str:
+        return self.run("git", *args).stdout
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def set_params(self, overrides: dict) -> None:
+        params = self.params()
+        _merge(params, overrides)
+        (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def json(self, relative: str) -> dict:
+        return json.loads((self.path / relative).read_text())
+
+    def ran_stages(self, output: str) -> set[str]:
+        """Stage names `dvc repro`/`dvc exp run` ran, from its log."""
+        return {
+            line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+        }
+
+
+def _merge(tree: dict, overrides: dict) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            _merge(tree.setdefault(key, {}), value)
+        else:
+            tree[key] = value
+
+
+def source_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files of this checkout: what a clone would have."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    return [f for f in listed if f and (REPO_ROOT / f).is_file()]
+
+
+def new_repo(target: Path, overrides: dict | None = None) -> Repo:
+    """A fresh git+DVC repository with this project's files, a tiny tarball and tiny params."""
+    for relative in source_files():
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / relative, destination)
+    repo = Repo(target)
+    repo.git("init", "-q")
+    repo.git("config", "user.email", "test@example.com")
+    repo.git("config", "user.name", "test")
+    if not (target / ".dvc").exists():
+        repo.dvc("init", "-q")
+    tarball = write_cifar10_tarball(target / TARBALL)
+    repo.set_params(TINY)
+    repo.set_params({"data": {"md5": hashlib.md5(tarball.read_bytes()).hexdigest()}})
+    if overrides:
+        repo.set_params(overrides)
+    repo.dvc("add", "-q", TARBALL)  # tracked, so queued experiments see it
+    repo.commit("project with tiny params")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Repo:
+    """The tiny pipeline after one real `dvc repro`, committed."""
+    repo = new_repo(tmp_path_factory.mktemp("pipeline"))
+    result = repo.dvc("repro")
+    repo.first_repro_log = result.stdout + result.stderr
+    repo.commit("baseline run")
+    return repo
+
+
+def copy_of(repo: Repo, target: Path) -> Repo:
+    shutil.copytree(repo.path, target, symlinks=True)
+    return Repo(target)
+
+
+@pytest.fixture
+def pipeline_copy(pipeline, tmp_path) -> Repo:
+    """A private copy of the finished pipeline (git history, DVC cache, outputs)."""
+    return copy_of(pipeline, tmp_path / "copy")

@@ -1,0 +1,57 @@
+"""Params validation: every key checked before any work; each error names key and choices."""
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+from transfer_pipeline.params import ParamError, validate
+
+
+def default_params():
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_the_shipped_defaults_are_the_seed_recipe():
+    params = validate(default_params())
+    assert params["lr"] == 0.001 and params["fine_tune"]["lr"] == 1e-5
+    assert params["model"]["backbone"] == "xception" and params["model"]["weights"] == "imagenet"
+    assert params["model"]["image_size"] == 224 and params["model"]["head_units"] == [256, 128, 64]
+    assert [params["data"][f"{s}_size"] for s in ("train", "val", "test")] == [35000, 15000, 10000]
+    assert params["train_head"] == {"epochs": 15, "batch_size": 32}
+    assert params["fine_tune"]["epochs"] == 15 and params["fine_tune"]["batch_size"] == 32
+
+
+def test_dvc_set_scientific_notation_is_read_as_a_number():
+    raw = default_params()
+    raw["lr"] = "1e-4"  # what PyYAML reads back after `dvc exp run -S lr=1e-4`
+    assert validate(raw)["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        (None, "lr", -1, "lr = -1 is not allowed; expected a number > 0"),
+        ("fine_tune", "epochs", 0, "fine_tune.epochs = 0 is not allowed; expected an integer >= 1"),
+        ("compute", "precision", "fp8", "expected one of auto, float32, mixed_float16"),
+        ("model", "image_size", 32, "model.image_size = 32 is too small for xception; expected >= 71"),
+        ("model", "weights", "/tmp/x.h5", "under weights/"),
+        ("data", "dataset", "mnist", "data.dataset = 'mnist' is not allowed"),
+        ("fine_tune", "unfreeze", "some", "all, or an integer >= 1"),
+        ("data", "md5", "abc", "32-character"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(section, key, value, message):
+    raw = default_params()
+    (raw[section] if section else raw)[key] = value
+    with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        validate(raw)
+    assert "\n" not in str(error.value)
+
+
+def test_all_problems_are_reported_at_once():
+    raw = default_params()
+    raw["lr"] = 0
+    raw["fine_tune"]["batch_size"] = "big"
+    del raw["seed"]
+    message = str(pytest.raises(ParamError, validate, raw).value)
+    assert "lr = 0" in message and "fine_tune.batch_size" in message and "seed is missing" in message

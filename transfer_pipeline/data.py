@@ -1,0 +1,314 @@
+"""Obtain a data set (CIFAR-10/100 tarball or URL, or a folder of images), split it, store it.
+
+TensorFlow-free on purpose: the prepare stage starts in a second and bad input fails fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .atomic import atomic_target
+from .errors import PipelineError
+from .progress import ProgressBar
+
+SPLITS = ("train", "val", "test")
+DOWNLOAD_DIR = Path("data/downloads")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # uint8, (N, H, W, 3)
+    labels: np.ndarray  # int64, (N,)
+    class_names: list[str]
+    sources: list[str]  # where each image came from (batch file + row, or image path)
+
+
+# --------------------------------------------------------------------------- obtaining
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, expected_md5: str | None) -> Path:
+    """Download once into data/downloads/, verify, and reuse while the checksum matches."""
+    target = DOWNLOAD_DIR / url.rsplit("/", 1)[-1]
+    if target.exists() and (expected_md5 is None or md5_of(target) == expected_md5):
+        return target
+    print(f"downloading {url}", flush=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, atomic_target(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0)
+            bar = ProgressBar(total, "download", unit="MB", scale=1 / 2**20)
+            with open(tmp, "wb") as out:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            bar.close()
+            _check_md5(tmp, expected_md5, f"the download from {url}", "download it again")
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PipelineError(
+            f"cannot download {url} ({reason}). Without network: fetch {target.name} on a machine "
+            f"with internet, copy it to data/raw/{target.name} and run "
+            f"`dvc exp run -S data.source=data/raw/{target.name}` "
+            f"(or set data.source in params.yaml)"
+        ) from None
+    return target
+
+
+def _check_md5(path: Path, expected: str | None, what: str, fix: str) -> None:
+    if expected is None:
+        return
+    actual = md5_of(path)
+    if actual != expected:
+        raise PipelineError(
+            f"{what} has MD5 {actual}, expected {expected} (data.md5): the file is corrupt or "
+            f"not the official one; {fix}"
+        )
+
+
+def load_dataset(params: dict) -> Dataset:
+    data = params["data"]
+    source, kind = data["source"], data["dataset"]
+    if kind == "image_folder":
+        if is_url(source):
+            raise PipelineError("data.source must be a local folder when data.dataset is image_folder")
+        return load_image_folder(Path(source), data["image_size"], data["bad_images"])
+    if is_url(source):
+        path = download(source, data["md5"])
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise PipelineError(
+                f"data.source {source} does not exist; give the path of the {kind} python tarball "
+                f"(or its extracted folder), or the official URL"
+            )
+        if path.is_file():
+            _check_md5(path, data["md5"], str(path), "fetch the official tarball again or set data.md5")
+    return load_cifar(path, kind)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _unpickle(raw: bytes, name: str) -> dict:
+    try:
+        batch = pickle.loads(raw, encoding="bytes")
+    except Exception as error:  # a truncated or foreign file: report which one
+        raise PipelineError(f"{name} is not a readable CIFAR pickle ({error})") from None
+    # The official files were pickled by Python 2: keys come back as bytes.
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
+
+
+def _cifar_members(kind: str) -> tuple[list[str], str, str, str]:
+    if kind == "cifar10":
+        batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        return batches, "batches.meta", "labels", "label_names"
+    return ["train", "test"], "meta", "fine_labels", "fine_label_names"
+
+
+def load_cifar(path: Path, kind: str) -> Dataset:
+    """Parse the official python-version pickles, from the tarball or from the extracted folder."""
+    batch_names, meta_name, label_key, names_key = _cifar_members(kind)
+    wanted = batch_names + [meta_name]
+    files = _read_tar_members(path, wanted) if path.is_file() else _read_dir_members(path, wanted)
+    missing = [name for name in wanted if name not in files]
+    if missing:
+        raise PipelineError(
+            f"{path} is not a {kind} python archive: missing {', '.join(missing)}; "
+            f"check data.dataset and data.source"
+        )
+    meta = _unpickle(files[meta_name], meta_name)
+    class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+    images, labels, sources = [], [], []
+    for name in batch_names:
+        batch = _unpickle(files[name], name)
+        pixels = np.asarray(batch["data"], dtype=np.uint8)
+        # Rows are 3072 bytes: 1024 red, 1024 green, 1024 blue, each 32x32 row-major.
+        images.append(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        sources += [f"{name}:{row}" for row in range(len(pixels))]
+    return Dataset(np.concatenate(images), np.concatenate(labels), class_names, sources)
+
+
+def _read_tar_members(path: Path, wanted: list[str]) -> dict[str, bytes]:
+    files = {}
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in wanted:
+                    files[base] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        raise PipelineError(
+            f"{path} is not a readable tar.gz archive ({error}); it is truncated or corrupt: "
+            "fetch it again"
+        ) from None
+    return files
+
+
+def _read_dir_members(path: Path, wanted: list[str]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name in wanted}
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
+    """One subfolder per class; every readable image is converted to RGB and resized to size."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise PipelineError(f"data.source {root} is not a folder of class subfolders")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise PipelineError(f"{root} needs at least two class subfolders, found {len(class_dirs)}")
+    images, labels, sources, bad = [], [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        for path in sorted(class_dir.rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as image:
+                    images.append(resize_for_model(image, size))
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+                bad.append(f"{path} ({type(error).__name__})")
+                continue
+            labels.append(label)
+            sources.append(str(path))
+    if bad:
+        if bad_images == "error":
+            raise PipelineError(
+                f"{len(bad)} unreadable image(s): {'; '.join(bad)}; remove them or set "
+                "data.bad_images: skip"
+            )
+        for line in bad:
+            print(f"warning: skipped unreadable image {line}", file=sys.stderr)
+    return Dataset(
+        np.stack(images), np.asarray(labels, np.int64), [d.name for d in class_dirs], sources
+    )
+
+
+def resize_for_model(image, size: int) -> np.ndarray:
+    """The one resize used by prepare and predict: RGB, bilinear, square size x size, uint8."""
+    from PIL import Image
+
+    image.load()
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def split_indices(labels: np.ndarray, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Stratified, exact-size, disjoint train/val/test indices; same seed -> same split."""
+    n_classes = len(np.unique(labels))
+    counts = np.bincount(labels)
+    total = sum(sizes.values())
+    if total > len(labels):
+        raise PipelineError(
+            f"data.train_size + data.val_size + data.test_size = {total} but the data set has "
+            f"only {len(labels)} images; lower the sizes"
+        )
+    for split, size in sizes.items():
+        if size < n_classes:
+            raise PipelineError(
+                f"data.{split}_size = {size} is smaller than the {n_classes} classes; every class "
+                "must appear in every split"
+            )
+    sparse = [str(c) for c in np.flatnonzero(counts < 3)]
+    if sparse:
+        raise PipelineError(
+            f"class(es) {', '.join(sparse)} have fewer than 3 images: each split needs one; "
+            "add images or remove the class"
+        )
+    everything = np.arange(len(labels))
+    if total < len(labels):
+        everything, _ = train_test_split(
+            everything, train_size=total, stratify=labels, random_state=seed
+        )
+    rest, test = train_test_split(
+        everything, test_size=sizes["test"], stratify=labels[everything], random_state=seed
+    )
+    train, val = train_test_split(
+        rest, test_size=sizes["val"], stratify=labels[rest], random_state=seed
+    )
+    split = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    for name, index in split.items():
+        missing = sorted(set(range(n_classes)) - set(labels[index].tolist()))
+        if missing:
+            raise PipelineError(
+                f"the {name} split has no image of class(es) {missing}; raise data.{name}_size"
+            )
+    return split
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def save_prepared(out_dir: Path, dataset: Dataset, split: dict[str, np.ndarray]) -> None:
+    """Write uint8 arrays per split, an index table and the class names, all or nothing."""
+    with atomic_target(out_dir) as tmp:
+        tmp.mkdir()
+        rows = []
+        for name in SPLITS:
+            index = split[name]
+            np.save(tmp / f"{name}_x.npy", dataset.images[index])
+            np.save(tmp / f"{name}_y.npy", dataset.labels[index])
+            rows += [
+                (name, position, int(i), dataset.sources[i], int(dataset.labels[i]),
+                 dataset.class_names[dataset.labels[i]])
+                for position, i in enumerate(index)
+            ]
+        columns = ["split", "position", "source_index", "source", "label", "label_name"]
+        pd.DataFrame(rows, columns=columns).to_csv(tmp / "index.csv", index=False)
+        (tmp / "classes.json").write_text(json.dumps(dataset.class_names, indent=1) + "\n")
+
+
+def load_split(prepared: Path, name: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    prepared = Path(prepared)
+    mode = "r" if mmap else None
+    try:
+        return (
+            np.load(prepared / f"{name}_x.npy", mmap_mode=mode),
+            np.load(prepared / f"{name}_y.npy"),
+        )
+    except FileNotFoundError:
+        raise PipelineError(f"{prepared} has no {name} split; run `dvc repro prepare`") from None
+
+
+def load_class_names(prepared: Path) -> list[str]:
+    return json.loads((Path(prepared) / "classes.json").read_text())
+
+
+def split_summary(dataset: Dataset, split: dict[str, np.ndarray]) -> dict:
+    return {
+        "images_available": int(len(dataset.labels)),
+        "classes": len(dataset.class_names),
+        **{f"{name}_size": int(len(split[name])) for name in SPLITS},
+    }
+
+
+

@@ -1,0 +1,30 @@
+"""Feature extraction with the frozen backbone: large batches, tf.data, a progress bar."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .progress import ProgressBar
+from .training import dataset
+
+
+class _PredictProgress(keras.callbacks.Callback):
+    def __init__(self, total_images: int, batch_size: int, label: str):
+        super().__init__()
+        self.bar = ProgressBar(total_images, label, unit=" images")
+        self.batch_size, self.total = batch_size, total_images
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update(min(self.batch_size, self.total - self.bar.done))
+
+    def on_predict_end(self, logs=None):
+        self.bar.close()
+
+
+def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int, label: str):
+    """Pooled features (float32) for uint8 images, in order."""
+    data = dataset(images, None, batch_size)
+    progress = _PredictProgress(len(images), batch_size, f"features {label}")
+    features = extractor.predict(data, verbose=0, callbacks=[progress])
+    return features.astype(np.float32)

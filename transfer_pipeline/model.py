@@ -1,0 +1,182 @@
+"""Model building: one function per part, used by every stage and by the tests.
+
+    uint8 image (stored size) -> Resizing(image_size) -> backbone preprocessing
+        -> backbone(training=False) with global average pooling   = the feature extractor
+        -> head: Dense/BatchNorm/Dropout blocks -> Dense softmax  = the head
+
+The frozen phase trains the head on cached features; fine-tuning puts the same head on the
+same extractor. Only built-in or registered layers are used, so models reload with
+``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+from keras import layers
+
+from .backbones import BACKBONES, Backbone
+from .errors import PipelineError
+
+IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="transfer_pipeline")
+class CaffePreprocessing(layers.Layer):
+    """ResNet50's ImageNet preprocessing: RGB -> BGR, then subtract the BGR channel means."""
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype=bgr.dtype)
+
+
+def preprocessing_layer(backbone: Backbone) -> layers.Layer | None:
+    if backbone.preprocessing == "minus_one_to_one":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
+    if backbone.preprocessing == "caffe":
+        return CaffePreprocessing(name="preprocess")
+    return None  # the backbone normalises 0..255 input itself
+
+
+def build_backbone(name: str, image_size: int, weights) -> keras.Model:
+    """The backbone without its top, global-average pooled, from `weights` (see params)."""
+    backbone = BACKBONES[name]
+    constructor = getattr(keras.applications, backbone.constructor)
+    shape = (image_size, image_size, 3)
+    if weights == "imagenet":
+        try:
+            return constructor(include_top=False, weights="imagenet", input_shape=shape, pooling="avg")
+        except Exception as error:  # Keras' get_file wraps network errors in a bare Exception
+            offline = isinstance(error, (urllib.error.URLError, OSError)) or "URL fetch" in str(error)
+            if not offline:
+                raise
+            raise PipelineError(
+                f"cannot download the ImageNet weights of {name} ({error.__class__.__name__}). "
+                f"Offline: copy {backbone.keras_weights_file} from ~/.keras/models/ of a machine "
+                f"with internet into weights/ and set model.weights: "
+                f"weights/{backbone.keras_weights_file}"
+            ) from None
+    model = constructor(include_top=False, weights=None, input_shape=shape, pooling="avg")
+    if weights is not None:
+        load_weights_file(model, Path(weights), name)
+    return model
+
+
+def load_weights_file(model: keras.Model, path: Path, name: str) -> None:
+    """Load a local Keras weights file, turning shape/name mismatches into a one-line error."""
+    if not path.is_file():
+        raise PipelineError(f"model.weights file {path} does not exist; copy it into weights/")
+    expected = _first_kernel(model)
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError:
+        raise PipelineError(f"model.weights file {path} is not an HDF5 weights file") from None
+    try:
+        model.load_weights(str(path))
+    except Exception as error:  # Keras raises ValueError/KeyError with long multi-line texts
+        raise PipelineError(
+            f"model.weights file {path} does not fit {name} without top (expected layer "
+            f"{expected[0]!r} with kernel shape {expected[1]}): "
+            f"{str(error).splitlines()[0][:200]}; use the {BACKBONES[name].keras_weights_file} "
+            f"file of this backbone or change model.backbone"
+        ) from None
+
+
+def _first_kernel(model: keras.Model) -> tuple[str, tuple]:
+    for layer in model.layers:
+        if layer.weights:
+            return layer.name, tuple(layer.weights[0].shape)
+    return "none", ()
+
+
+def build_feature_extractor(backbone_name: str, stored_size: int, image_size: int, weights):
+    """uint8 images of the stored size -> pooled backbone features (the frozen part)."""
+    backbone = BACKBONES[backbone_name]
+    base = build_backbone(backbone_name, image_size, weights)
+    base.trainable = False
+    # float32 input: the classifier feeds it uint8 (cast on the device) or augmented floats.
+    inputs = keras.Input((stored_size, stored_size, 3), dtype="float32", name="pixels")
+    x = layers.Resizing(image_size, image_size, name="resize")(inputs)
+    preprocess = preprocessing_layer(backbone)
+    if preprocess is not None:
+        x = preprocess(x)
+    # training=False keeps BatchNorm in inference mode in both phases: its moving statistics
+    # never change, even after the base is unfrozen for fine-tuning.
+    features = base(x, training=False)
+    return keras.Model(inputs, features, name="feature_extractor")
+
+
+def build_head(feature_width: int, units: list[int], dropout: float, n_classes: int):
+    inputs = keras.Input((feature_width,), name="features")
+    x = inputs
+    for width in units:
+        x = layers.Dense(width, activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Dropout(dropout)(x)
+    # The softmax stays float32 under mixed precision: float16 probabilities lose the tail.
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def augmentation(seed: int) -> keras.Sequential:
+    """Random flip and translation (about 1/8 of the side, like CIFAR's pad-4-and-crop)."""
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed),
+        ],
+        name="augment",
+    )
+
+
+def build_classifier(extractor: keras.Model, head: keras.Model, augment_seed: int | None = None):
+    """The full model: extractor then head; optional augmentation (active only in training)."""
+    inputs = keras.Input(extractor.input.shape[1:], dtype="uint8", name="image")
+    x = inputs
+    if augment_seed is not None:
+        # Augment at the stored size, before the resize: cheap and the same on every backbone.
+        x = augmentation(augment_seed)(keras.ops.cast(x, "float32"))
+    outputs = head(extractor(x))
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def backbone_of(extractor: keras.Model) -> keras.Model:
+    """The backbone sub-model inside a feature extractor (the only nested Model in it)."""
+    return next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+
+
+def unfreeze(base: keras.Model, top_layers) -> int:
+    """Make the whole base (or only its top N layers) trainable; returns trainable tensors."""
+    base.trainable = True
+    if top_layers != "all":
+        for layer in base.layers[: max(0, len(base.layers) - top_layers)]:
+            layer.trainable = False
+    return len(base.trainable_weights)
+
+
+def batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
+    """Every BatchNorm moving mean and variance of the model, in a fixed order."""
+    stats = []
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            stats += [np.array(layer.moving_mean), np.array(layer.moving_variance)]
+    return stats
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def load_model(path, **kwargs) -> keras.Model:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro` to produce it")
+    return keras.models.load_model(path, safe_mode=True, **kwargs)

@@ -1,0 +1,234 @@
+"""Read and validate params.yaml: the one place that knows every param's type, range and values.
+
+Every stage calls ``load_params()`` before doing any work, so a typo or a bad value stops the
+pipeline at once with one line that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from .backbones import BACKBONES
+from .errors import PipelineError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+
+DATASETS = ("cifar10", "cifar100", "image_folder")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
+WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
+
+
+class ParamError(PipelineError):
+    pass
+
+
+# --- one checker per kind of value; each returns the cleaned value or a reason it is wrong ---
+
+
+def _float(minimum=None, maximum=None, above=None):
+    def check(value):
+        # DVC's `-S lr=1e-4` writes YAML 1.2, which PyYAML (YAML 1.1) reads back as a string.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return None, "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, "a number"
+        value = float(value)
+        if not math.isfinite(value):
+            return None, "a finite number"
+        if above is not None and value <= above:
+            return None, f"a number > {above}"
+        if minimum is not None and value < minimum:
+            return None, f"a number >= {minimum}"
+        if maximum is not None and value > maximum:
+            return None, f"a number <= {maximum}"
+        return value, None
+
+    return check
+
+
+def _int(minimum=None, maximum=None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        if minimum is not None and value < minimum:
+            return None, f"an integer >= {minimum}"
+        if maximum is not None and value > maximum:
+            return None, f"an integer <= {maximum}"
+        return value, None
+
+    return check
+
+
+def _choice(*allowed):
+    def check(value):
+        if value not in allowed:
+            return None, "one of " + ", ".join(str(a) for a in allowed)
+        return value, None
+
+    return check
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        return None, "true or false"
+    return value, None
+
+
+def _string(value):
+    if not isinstance(value, str) or not value:
+        return None, "a non-empty string"
+    return value, None
+
+
+def _md5(value):
+    if value is None:
+        return None, None
+    if isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+        return value, None
+    return None, "null or a 32-character lowercase hex MD5"
+
+
+def _weights(value):
+    if value is None or value == "imagenet":
+        return value, None
+    if isinstance(value, str) and value.endswith(".h5"):
+        path = Path(value)
+        if path.is_absolute() or path.parts[0] != WEIGHTS_DIR:
+            return None, (
+                f"imagenet, null, or a .h5 file under {WEIGHTS_DIR}/ (copy the file there so DVC "
+                "tracks it as a dependency)"
+            )
+        return value, None
+    return None, f"imagenet, null, or a path to a .h5 weights file under {WEIGHTS_DIR}/"
+
+
+def _units(value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return value, None
+    return None, "a non-empty list of positive integers, e.g. [256, 128, 64]"
+
+
+def _unfreeze(value):
+    if value == "all":
+        return value, None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, None
+    return None, "all, or an integer >= 1 (the number of top backbone layers to train)"
+
+
+SCHEMA = {
+    "seed": _int(0),
+    "lr": _float(above=0),
+    "data.dataset": _choice(*DATASETS),
+    "data.source": _string,
+    "data.md5": _md5,
+    "data.train_size": _int(1),
+    "data.val_size": _int(1),
+    "data.test_size": _int(1),
+    "data.image_size": _int(8, 1024),
+    "data.bad_images": _choice("skip", "error"),
+    "model.backbone": _choice(*BACKBONES),
+    "model.weights": _weights,
+    "model.image_size": _int(8, 1024),
+    "model.head_units": _units,
+    "model.dropout": _float(0.0, 0.95),
+    "features.batch_size": _int(1),
+    "train_head.epochs": _int(1),
+    "train_head.batch_size": _int(1),
+    "fine_tune.lr": _float(above=0),
+    "fine_tune.epochs": _int(1),
+    "fine_tune.batch_size": _int(1),
+    "fine_tune.unfreeze": _unfreeze,
+    "fine_tune.augment": _bool,
+    "fine_tune.label_smoothing": _float(0.0, 0.5),
+    "fine_tune.schedule": _choice("constant", "cosine"),
+    "fine_tune.warmup_epochs": _int(0),
+    "fine_tune.weight_decay": _float(0.0, 1.0),
+    "fine_tune.early_stopping_patience": _int(0),
+    "compute.precision": _choice(*PRECISIONS),
+    "compute.jit_compile": _choice("auto", True, False),
+    "compute.distribute": _choice(*DISTRIBUTE),
+    "report.reference_accuracy": _float(0.0, 1.0),
+    "report.wrong_examples": _int(0, 100),
+}
+
+
+def _flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def validate(raw: dict, source: str = "params.yaml") -> dict:
+    """Check every key; return the params as a nested dict of cleaned values."""
+    if not isinstance(raw, dict):
+        raise ParamError(f"{source} must be a mapping of sections to values")
+    flat = _flatten(raw)
+    problems = []
+    for key in flat:
+        if key not in SCHEMA:
+            problems.append(f"unknown key {key!r} (check the spelling against README's params table)")
+    clean = {}
+    for key, check in SCHEMA.items():
+        if key not in flat:
+            problems.append(f"{key} is missing")
+            continue
+        value, expected = check(flat[key])
+        if expected is not None:
+            problems.append(f"{key} = {flat[key]!r} is not allowed; expected {expected}")
+        clean[key] = value
+    if not problems:
+        problems += _cross_checks(clean)
+    if problems:
+        raise ParamError(f"{source}: " + "; ".join(problems))
+    nested: dict = {}
+    for key, value in clean.items():
+        *sections, leaf = key.split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return nested
+
+
+def _cross_checks(p: dict) -> list[str]:
+    problems = []
+    backbone = BACKBONES[p["model.backbone"]]
+    if p["model.image_size"] < backbone.min_size:
+        problems.append(
+            f"model.image_size = {p['model.image_size']} is too small for {backbone.name}; "
+            f"expected >= {backbone.min_size}"
+        )
+    if p["fine_tune.warmup_epochs"] >= p["fine_tune.epochs"] and p["fine_tune.warmup_epochs"]:
+        problems.append("fine_tune.warmup_epochs must be smaller than fine_tune.epochs")
+    return problems
+
+
+def load_params(path="params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path} not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamError(f"{path} is not valid YAML: {error}") from None
+    return validate(raw, str(path))

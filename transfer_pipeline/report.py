@@ -1,0 +1,152 @@
+"""The report: figures (matplotlib) and one Markdown plus one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SEED_REPORT = "seed report (Xception, 2021)"
+
+
+def training_curves(head: pd.DataFrame, fine: pd.DataFrame):
+    """Both phases on one epoch axis; a dashed line marks where fine-tuning starts."""
+    offset = len(head)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for frame, shift, phase in ((head, 0, "head"), (fine, offset, "fine-tune")):
+            ax.plot(frame["epoch"] + shift, frame[metric], "o-", label=f"{phase} train")
+            ax.plot(frame["epoch"] + shift, frame[f"val_{metric}"], "s--", label=f"{phase} val")
+        ax.axvline(offset + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
+        ax.set_xlabel("epoch (both phases)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: list[str]):
+    size = max(5, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    if len(class_names) <= 20:
+        for (row, col), count in np.ndenumerate(matrix):
+            color = "white" if count > matrix.max() / 2 else "black"
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def confidently_wrong(images, labels, probabilities, class_names, count: int):
+    """The `count` wrong test predictions with the highest confidence, as an image grid."""
+    predicted = probabilities.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:count]
+    if len(wrong) == 0:
+        return None
+    columns = min(8, len(wrong))
+    rows = int(np.ceil(len(wrong) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(
+            f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} "
+            f"{probabilities[i, predicted[i]]:.0%}",
+            fontsize=7,
+        )
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def headline_rows(evaluation: dict, reference: float) -> list[tuple[str, str, str]]:
+    return [
+        ("head only (frozen backbone)", _pct(evaluation["head_only"]["test_accuracy"]),
+         f"{evaluation['head_only']['test_loss']:.4f}"),
+        ("fine-tuned", _pct(evaluation["test_accuracy"]), f"{evaluation['test_loss']:.4f}"),
+        (SEED_REPORT, _pct(reference), "n/a"),
+    ]
+
+
+def per_class_rows(evaluation: dict) -> list[tuple]:
+    return [
+        (name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"])
+        for name, v in evaluation["per_class"].items()
+    ]
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def markdown(title, params_rows, headline, per_class, figures: dict[str, str]) -> str:
+    lines = [f"# {title}", "", "## Test results", "", "| model | test accuracy | test loss |",
+             "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in headline]
+    lines += ["", "## Params that matter", "", "| param | value |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in params_rows]
+    for caption, file in figures.items():
+        lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
+    lines += ["", "## Per class (fine-tuned)", "", "| class | precision | recall | F1 | support |",
+              "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in per_class]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(title, params_rows, headline, per_class, figures: dict[str, Path]) -> str:
+    """One file with the images inlined as data URIs: it opens anywhere, offline."""
+
+    def table(header, rows):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    sections = [
+        "<h2>Test results</h2>",
+        table(["model", "test accuracy", "test loss"], headline),
+        "<h2>Params that matter</h2>",
+        table(["param", "value"], params_rows),
+    ]
+    for caption, path in figures.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        sections.append(
+            f"<h2>{html.escape(caption)}</h2>"
+            f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        )
+    sections += [
+        "<h2>Per class (fine-tuned)</h2>",
+        table(["class", "precision", "recall", "F1", "support"], per_class),
+    ]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}"
+        "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+

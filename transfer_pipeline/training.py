@@ -1,0 +1,192 @@
+"""Training helpers shared by train_head and fine_tune: input pipelines, callbacks, results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from .atomic import atomic_target, write_json
+from .errors import PipelineError
+from .progress import format_seconds
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def dataset(x, y, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """In-memory arrays -> batched tf.data; the model does resizing/preprocessing on the device."""
+    data = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def optimizer(lr, weight_decay: float = 0.0):
+    if weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def cosine_with_warmup(lr: float, epochs: int, warmup_epochs: int, steps_per_epoch: int):
+    total = epochs * steps_per_epoch
+    warmup = warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else lr,
+        decay_steps=max(1, total - warmup),
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch with the metrics, the epoch time and the ETA of the stage."""
+
+    def __init__(self, stage: str, epochs: int, images_per_epoch: int):
+        super().__init__()
+        self.stage, self.epochs, self.images = stage, epochs, images_per_epoch
+        self.durations: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self.started
+        self.durations.append(seconds)
+        eta = np.mean(self.durations) * (self.epochs - epoch - 1)
+        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in HISTORY_KEYS if k in (logs or {}))
+        print(
+            f"{self.stage} epoch {epoch + 1}/{self.epochs}  {shown}  "
+            f"{format_seconds(seconds)} ({self.images / seconds:.0f} img/s)  "
+            f"ETA {format_seconds(eta)}",
+            flush=True,
+        )
+
+
+class FailOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first NaN/Inf loss with an error naming the epoch: never save a NaN model."""
+
+    def __init__(self, stage: str, lr_key: str):
+        super().__init__()
+        self.stage, self.lr_key = stage, lr_key
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise PipelineError(
+                f"{self.stage}: the loss became {float(loss)} in epoch {self.epoch + 1} "
+                f"(batch {batch + 1}); nothing was saved. Lower {self.lr_key} and run again"
+            )
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Resumable training: after every epoch, the full model (optimizer included), the history
+    and the best weights go to a folder DVC never deletes (``.resume/<stage>/``).
+
+    A run killed mid-epoch resumes from the last completed one. The folder carries a fingerprint
+    of everything the stage depends on, so a checkpoint from other params is never reused.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str, monitor: str = "val_accuracy",
+                 patience: int = 0):
+        super().__init__()
+        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.monitor, self.patience = monitor, patience
+        self.state = {"fingerprint": fingerprint, "epochs_done": 0, "history": [], "best": None}
+
+    # -- reading ---------------------------------------------------------------------
+    def resume_point(self) -> dict | None:
+        """The saved state if it belongs to this very run configuration, else None."""
+        state_file = self.folder / "state.json"
+        if not state_file.exists():
+            return None
+        try:
+            state = json.loads(state_file.read_text())
+        except json.JSONDecodeError:
+            return None
+        if state.get("fingerprint") != self.fingerprint or not state.get("epochs_done"):
+            return None
+        if not (self.folder / state["latest"]).exists():
+            return None
+        self.state = state
+        return state
+
+    def latest_model_path(self) -> Path:
+        return self.folder / self.state["latest"]
+
+    def best_weights_path(self) -> Path | None:
+        best = self.state.get("best")
+        return self.folder / best["file"] if best else None
+
+    # -- writing ---------------------------------------------------------------------
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_KEYS}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        previous = dict(self.state)
+        latest = f"epoch-{epoch + 1}.keras"
+        self.model.save(self.folder / latest)
+        best = self.state["best"]
+        if best is None or logs.get(self.monitor, -np.inf) > best["value"]:
+            best = {"epoch": epoch + 1, "value": logs.get(self.monitor), "file": f"best-{epoch + 1}.weights.h5"}
+            self.model.save_weights(self.folder / best["file"])
+        self.state = {
+            "fingerprint": self.fingerprint,
+            "epochs_done": epoch + 1,
+            "history": self.state["history"] + [{"epoch": epoch + 1, **logs}],
+            "best": best,
+            "latest": latest,
+        }
+        # state.json is the commit point: written atomically after the files it names.
+        write_json(self.folder / "state.json", self.state)
+        for stale in (previous.get("latest"), (previous.get("best") or {}).get("file")):
+            if stale and stale not in (latest, best["file"]):
+                (self.folder / stale).unlink(missing_ok=True)
+        if self.patience and epoch + 1 - best["epoch"] >= self.patience:
+            print(f"early stopping: no better {self.monitor} for {self.patience} epochs", flush=True)
+            self.model.stop_training = True
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fingerprint(params_subset: dict, files: list[Path]) -> str:
+    digest = hashlib.sha256(json.dumps(params_subset, sort_keys=True).encode())
+    for path in files:
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_history(target, history: list[dict]) -> None:
+    """Per-epoch history as CSV (x = epoch) for `dvc plots` and the report."""
+    frame = pd.DataFrame(history, columns=["epoch", *HISTORY_KEYS])
+    with atomic_target(target) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def save_model(model: keras.Model, target) -> None:
+    with atomic_target(target) as tmp:
+        model.save(tmp)
+
+
+def history_rows(history: keras.callbacks.History, first_epoch: int = 1) -> list[dict]:
+    rows = []
+    for i in range(len(history.epoch)):
+        rows.append({"epoch": first_epoch + i, **{k: float(history.history[k][i]) for k in HISTORY_KEYS}})
+    return rows
