@@ -12,19 +12,29 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SEED_REPORT = "seed report (Xception, 2021)"
+# How to read each figure, shown under it (keyed by file name).
+FIGURE_NOTES = {
+    "curves.png": "Head training, then fine-tuning, on one epoch axis; the dotted line marks "
+    "where fine-tuning starts. Solid: training set, dashed: validation set.",
+    "confusion.png": "Rows: true class, columns: predicted class; counts of test images.",
+    "wrong.png": "Wrong test predictions of the fine-tuned model, most confident first: "
+    "true label, predicted label and its probability.",
+}
 
 
 def training_curves(head: pd.DataFrame, fine: pd.DataFrame):
     """Both phases on one epoch axis; a dashed line marks where fine-tuning starts."""
     offset = len(head)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for frame, shift, phase in ((head, 0, "head"), (fine, offset, "fine-tune")):
             ax.plot(frame["epoch"] + shift, frame[metric], "o-", label=f"{phase} train")
             ax.plot(frame["epoch"] + shift, frame[f"val_{metric}"], "s--", label=f"{phase} val")
         ax.axvline(offset + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (both phases)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -62,12 +72,12 @@ def confidently_wrong(images, labels, probabilities, class_names, count: int):
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
+    for ax, i in zip(axes.flat, wrong, strict=False):  # more axes than images
         ax.imshow(images[i], interpolation="nearest")
         ax.set_title(
             f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} "
             f"{probabilities[i, predicted[i]]:.0%}",
-            fontsize=7,
+            fontsize=8,
         )
     fig.tight_layout()
     return fig
@@ -80,8 +90,11 @@ def save_figure(fig, path: Path) -> None:
 
 def headline_rows(evaluation: dict, reference: float) -> list[tuple[str, str, str]]:
     return [
-        ("head only (frozen backbone)", _pct(evaluation["head_only"]["test_accuracy"]),
-         f"{evaluation['head_only']['test_loss']:.4f}"),
+        (
+            "head only (frozen backbone)",
+            _pct(evaluation["head_only"]["test_accuracy"]),
+            f"{evaluation['head_only']['test_loss']:.4f}",
+        ),
         ("fine-tuned", _pct(evaluation["test_accuracy"]), f"{evaluation['test_loss']:.4f}"),
         (SEED_REPORT, _pct(reference), "n/a"),
     ]
@@ -99,15 +112,28 @@ def _pct(value: float) -> str:
 
 
 def markdown(title, params_rows, headline, per_class, figures: dict[str, str]) -> str:
-    lines = [f"# {title}", "", "## Test results", "", "| model | test accuracy | test loss |",
-             "|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "## Test results",
+        "",
+        "| model | test accuracy | test loss |",
+        "|---|---|---|",
+    ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in headline]
     lines += ["", "## Params that matter", "", "| param | value |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in params_rows]
     for caption, file in figures.items():
         lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
-    lines += ["", "## Per class (fine-tuned)", "", "| class | precision | recall | F1 | support |",
-              "|---|---|---|---|---|"]
+        if file in FIGURE_NOTES:
+            lines += ["", f"*{FIGURE_NOTES[file]}*"]
+    lines += [
+        "",
+        "## Per class (fine-tuned)",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in per_class]
     return "\n".join(lines) + "\n"
 
@@ -118,7 +144,8 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
     def table(header, rows):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+            for row in rows
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -134,6 +161,8 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
             f"<h2>{html.escape(caption)}</h2>"
             f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
         )
+        if Path(path).name in FIGURE_NOTES:
+            sections.append(f'<p class="note">{html.escape(FIGURE_NOTES[Path(path).name])}</p>')
     sections += [
         "<h2>Per class (fine-tuned)</h2>",
         table(["class", "precision", "recall", "F1", "support"], per_class),
@@ -142,6 +171,7 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}"
         "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
+        ".note{color:#555;font-size:0.9em;margin-top:0.3em}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -149,4 +179,3 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
         + "".join(sections)
         + "</body></html>\n"
     )
-

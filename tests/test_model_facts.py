@@ -1,0 +1,67 @@
+"""Model facts asserted on the real saved weights of the tiny pipeline run (one TF process)."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from transfer_pipeline.model import backbone_of, batchnorm_statistics, build_classifier, load_model
+from transfer_pipeline.training import one_hot
+
+
+@pytest.fixture(scope="module")
+def saved(pipeline):
+    path = pipeline.path
+    return {
+        "extractor": load_model(path / "models/feature_extractor.keras"),
+        "head": load_model(path / "models/head.keras"),
+        "fine_tuned": load_model(path / "models/fine_tuned.keras"),
+        "test_x": np.load(path / "data/prepared/test_x.npy"),
+        "test_y": np.load(path / "data/prepared/test_y.npy"),
+        "test_features": np.load(path / "data/features/test.npy"),
+        "predictions": np.load(path / "eval/predictions.npz"),
+    }
+
+
+def _kernels(model):
+    return [np.array(w) for w in model.weights if "kernel" in w.path]
+
+
+def test_frozen_phase_leaves_the_base_bit_identical(saved):
+    """Training the head end-to-end through the frozen base changes no base weight at all."""
+    extractor = saved["extractor"]
+    base = backbone_of(extractor)
+    before = [np.array(w) for w in base.weights]
+    model = build_classifier(extractor, keras.models.clone_model(saved["head"]))
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(saved["test_x"][:64], one_hot(saved["test_y"][:64], 10), epochs=1, batch_size=32, verbose=0)
+    after = [np.array(w) for w in base.weights]
+    assert len(before) == len(after) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert not base.trainable_weights
+
+
+def test_fine_tuning_changes_kernels_but_not_batchnorm_statistics(saved):
+    frozen = backbone_of(saved["extractor"])
+    tuned = backbone_of(backbone_of(saved["fine_tuned"]))  # classifier -> extractor -> base
+    changed = [not np.array_equal(a, b) for a, b in zip(_kernels(frozen), _kernels(tuned))]
+    assert len(changed) > 10 and all(changed), "every backbone kernel was trained"
+    stats_before, stats_after = batchnorm_statistics(frozen), batchnorm_statistics(tuned)
+    assert len(stats_before) == len(stats_after) > 10
+    assert all(np.array_equal(a, b) for a, b in zip(stats_before, stats_after))
+
+
+def test_saved_models_reload_in_safe_mode_with_the_same_predictions(saved):
+    again = saved["fine_tuned"].predict(saved["test_x"], verbose=0)  # loaded with safe_mode=True
+    np.testing.assert_allclose(again, saved["predictions"]["fine_tuned"], atol=1e-5)
+    head_again = saved["head"].predict(saved["test_features"], verbose=0)
+    np.testing.assert_allclose(head_again, saved["predictions"]["head_only"], atol=1e-5)
+
+
+def test_head_on_cached_features_equals_head_inside_the_frozen_model(saved):
+    """The cached-features shortcut is exact: same weights, same predictions."""
+    features = saved["extractor"].predict(saved["test_x"], verbose=0)
+    np.testing.assert_allclose(features, saved["test_features"], rtol=1e-5, atol=1e-6)
+    on_features = saved["head"].predict(saved["test_features"], verbose=0)
+    full = build_classifier(saved["extractor"], saved["head"]).predict(saved["test_x"], verbose=0)
+    np.testing.assert_allclose(full, on_features, atol=1e-5)

@@ -1,0 +1,165 @@
+"""The HTML report checked the way a person would: opened in headless Chromium.
+
+One Chromium run takes a screenshot of ``report/report.html`` as it is; a second one dumps the
+rendered DOM of a copy with a probe script appended that records, after the page has loaded,
+each image's decoded size in Chromium (``data-natural``). The report itself is not changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import CIFAR10_CLASSES
+
+WINDOW = (1200, 4000)
+# Headless with everything that would reach the network off: it is closed on CI boxes.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PROBE = (
+    "<script>addEventListener('load', () => { for (const img of document.images) "
+    "img.dataset.natural = img.complete ? img.naturalWidth + 'x' + img.naturalHeight "
+    ": 'incomplete'; });</script>"
+)
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail(
+        "Chromium is not installed: the report test renders report.html in headless Chromium. "
+        "Install it (Debian/Ubuntu: `sudo apt-get install -y chromium`; .ci/run does this)."
+    )
+
+
+def run_chromium(*args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, (
+        f"chromium failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+class Page(HTMLParser):
+    """The images (their attributes) and the visible text of a DOM."""
+
+    def __init__(self, dom: str):
+        super().__init__()
+        self.images: list[dict] = []
+        self.words: list[str] = []
+        self._hidden = 0
+        self.feed(dom)
+        self.text = " ".join(" ".join(self.words).split())
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag in ("script", "style", "title"):
+            self._hidden += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "title"):
+            self._hidden -= 1
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.words.append(data)
+
+
+@pytest.fixture(scope="module")
+def rendered(pipeline, tmp_path_factory):
+    report = pipeline.path / "report/report.html"
+    assert report.is_file(), "the report stage wrote no report/report.html"
+    tmp = tmp_path_factory.mktemp("chromium")
+    shot = tmp / "shot.png"
+    run_chromium(f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", report.as_uri())
+    probe = tmp / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    dom = run_chromium("--dump-dom", probe.as_uri()).stdout
+    return {"shot": shot, "page": Page(dom)}
+
+
+def test_screenshot_shows_a_rendered_page_not_a_blank_one(rendered):
+    shot: Path = rendered["shot"]
+    assert shot.is_file() and shot.stat().st_size > 10_000, "Chromium wrote no real screenshot"
+    with Image.open(shot) as image:
+        assert image.size == WINDOW
+        pixels = np.asarray(image.convert("RGB"))
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    non_white = (pixels < 245).any(axis=2).mean()
+    # Tables and text alone give few colours and little ink; the figures give many of both.
+    assert len(colours) > 50, f"only {len(colours)} colours: the figures did not render"
+    assert non_white > 0.03, f"only {non_white:.1%} of the screenshot is not white"
+
+
+def test_every_image_is_an_inline_png_that_chromium_decoded(rendered):
+    images = rendered["page"].images
+    assert len(images) >= 3, (
+        f"expected curves, confusion matrix and wrong images, got {len(images)}"
+    )
+    for img in images:
+        alt, src = img.get("alt", ""), img.get("src", "")
+        assert alt, "every image needs an alt text"
+        assert src.startswith("data:image/png;base64,"), f"{alt}: not an inline PNG: {src[:60]}"
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as png:
+            width, height = png.size
+            pixels = np.asarray(png.convert("RGB"))
+        assert width > 100 and height > 100, f"{alt}: {width}x{height} is too small to read"
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10, f"{alt}: a flat image"
+        assert img.get("data-natural") == f"{width}x{height}", (
+            f"{alt}: Chromium decoded it as {img.get('data-natural')}, the PNG is {width}x{height}"
+        )
+
+
+def test_report_reads_as_the_issue_asks(rendered, pipeline):
+    page = rendered["page"]
+    text = page.text
+    evaluation = json.loads((pipeline.path / "metrics/evaluate.json").read_text())
+    # Headline: both phases with this run's numbers, the seed's result beside them, the params.
+    for expected in (
+        "head only",
+        f"{100 * evaluation['head_only']['test_accuracy']:.2f} %",
+        f"{evaluation['head_only']['test_loss']:.4f}",
+        "fine-tuned",
+        f"{100 * evaluation['test_accuracy']:.2f} %",
+        f"{evaluation['test_loss']:.4f}",
+        "94.13 %",
+        "model.backbone",
+        "resnet50",
+        "fine_tune.lr",
+        "where fine-tuning starts",
+        "Most confidently wrong",
+        "precision",
+        "recall",
+        "F1",
+    ):
+        assert expected in text, f"{expected!r} is not on the rendered page"
+    for name in CIFAR10_CLASSES:
+        assert name in text, f"class {name!r} is missing from the per-class table"
+    alts = [img.get("alt", "") for img in page.images]
+    for figure in ("Training curves", "Confusion matrix", "Most confidently wrong"):
+        assert any(alt.startswith(figure) for alt in alts), f"no {figure!r} image in {alts}"

@@ -1,0 +1,150 @@
+"""Classify image files with the trained model: top-k classes per image, optionally as CSV.
+
+    tl-predict [--model models/fine_tuned.keras] [--classes data/prepared/classes.json]
+               [--top-k 3] [--csv out.csv] PATH...
+
+PATH is an image file or a folder (searched recursively for .jpg .jpeg .png .bmp .gif .webp).
+Each image is resized exactly as the prepare stage resized the training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .errors import PipelineError, exit_on_pipeline_error
+
+CSV_COLUMNS = ("path", "rank", "class", "probability")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tl-predict", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.strip().split("\n\n")[-1],
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files or folders of images (recursive)")
+    parser.add_argument("--model", type=Path, default=Path("models/fine_tuned.keras"),
+                        help="the trained classifier (default: %(default)s)")
+    parser.add_argument("--classes", type=Path, default=Path("data/prepared/classes.json"),
+                        help="the class names, in label order (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
+    parser.add_argument("--csv", type=Path, help="also write path,rank,class,probability rows here")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    return parser
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The given files as they are, plus every image file under the given folders, no duplicates."""
+    from .data import IMAGE_SUFFIXES
+
+    found: dict[Path, None] = {}
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                    found.setdefault(child)
+        elif path.is_file():
+            found.setdefault(path)
+        else:
+            raise PipelineError(f"{path} does not exist; give image files or folders of images")
+    if not found:
+        raise PipelineError(
+            f"no image files ({' '.join(sorted(IMAGE_SUFFIXES))}) in "
+            f"{', '.join(str(p) for p in paths)}"
+        )
+    return list(found)
+
+
+def read_image(path: Path, size: int):
+    """The image as the model's uint8 input, or None (with a warning) when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .data import resize_for_model
+
+    try:
+        with Image.open(path) as image:
+            return resize_for_model(image, size)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError) as error:
+        print(f"warning: skipped unreadable image {path} ({type(error).__name__})",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def load_class_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run `dvc repro` to produce it (or pass --classes)")
+    try:
+        names = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise PipelineError(f"{path} is not a readable JSON list of class names ({error})") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PipelineError(f"{path} must hold a JSON list of class names")
+    return names
+
+
+def top_classes(probabilities, class_names: list[str], k: int) -> list[tuple[str, float]]:
+    order = probabilities.argsort()[::-1][:k]
+    return [(class_names[i], float(probabilities[i])) for i in order]
+
+
+@exit_on_pipeline_error
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.top_k < 1:
+        raise PipelineError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # Everything that can be checked without TensorFlow is checked before paying for it.
+    if not args.model.exists():
+        raise PipelineError(f"{args.model} not found; run `dvc repro` to produce it (or pass --model)")
+    class_names = load_class_names(args.classes)
+    files = image_files(args.paths)
+
+    import numpy as np
+
+    from .atomic import atomic_target
+    from .model import load_model
+
+    model = load_model(args.model)
+    _, height, width, _ = model.input_shape
+    if height != width or height is None:
+        raise PipelineError(f"{args.model} takes {height}x{width} input; expected a square size")
+    n_outputs = model.output_shape[-1]
+    if n_outputs != len(class_names):
+        raise PipelineError(
+            f"{args.model} predicts {n_outputs} classes but {args.classes} lists "
+            f"{len(class_names)}; pass the classes.json of the same pipeline run"
+        )
+    k = min(args.top_k, len(class_names))
+
+    rows, readable = [], 0
+    for start in range(0, len(files), args.batch_size):
+        batch = [(path, read_image(path, height)) for path in files[start:start + args.batch_size]]
+        batch = [(path, image) for path, image in batch if image is not None]
+        if not batch:
+            continue
+        readable += len(batch)
+        probabilities = model.predict(np.stack([image for _, image in batch]), verbose=0)
+        for (path, _), row in zip(batch, probabilities):
+            best = top_classes(row, class_names, k)
+            print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in best), flush=True)
+            rows += [(str(path), rank, name, f"{p:.6f}") for rank, (name, p) in enumerate(best, 1)]
+    if not readable:
+        raise PipelineError(f"none of the {len(files)} image file(s) could be read")
+    if args.csv is not None:
+        with atomic_target(args.csv) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(CSV_COLUMNS)
+                writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
