@@ -64,3 +64,61 @@ def write_cifar10_tarball(path: Path, n_per_class: int = 30, seed: int = 0) -> P
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
     return path
+
+
+CIFAR100_CLASSES = """
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile
+cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp
+lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree
+orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum
+rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider
+squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train
+trout tulip turtle wardrobe whale willow_tree wolf woman worm
+""".split()
+
+CIFAR100_SUPERCLASSES = """
+aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices
+household_furniture insects large_carnivores large_man-made_outdoor_things
+large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals
+non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2
+""".split()
+
+
+def _cifar100_batch(images: np.ndarray, fine: np.ndarray, name: str) -> bytes:
+    # Same row layout as CIFAR-10; labels under fine_labels and coarse_labels (20 superclasses;
+    # here coarse = fine % 20, which is not the official mapping: the loader ignores it).
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    batch = {
+        b"filenames": [f"{name}_{i}.png".encode() for i in range(len(images))],
+        b"batch_label": name.encode(),
+        b"fine_labels": [int(v) for v in fine],
+        b"coarse_labels": [int(v) % 20 for v in fine],
+        b"data": rows,
+    }
+    return pickle.dumps(batch, protocol=2)
+
+
+def write_cifar100_tarball(path: Path, n_per_class: int = 3, seed: int = 0) -> Path:
+    """cifar-100-python.tar.gz with train, test and meta (one test image per class)."""
+    images, labels = class_images(n_per_class, 100, 32, seed)
+    test = np.sort(np.unique(labels, return_index=True)[1])  # the first image of every class
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    members = {
+        "train": _cifar100_batch(images[train], labels[train], "training batch 1 of 1"),
+        "test": _cifar100_batch(images[test], labels[test], "testing batch 1 of 1"),
+        "meta": pickle.dumps(
+            {
+                b"fine_label_names": [n.encode() for n in CIFAR100_CLASSES],
+                b"coarse_label_names": [n.encode() for n in CIFAR100_SUPERCLASSES],
+            },
+            protocol=2,
+        ),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path

@@ -5,10 +5,9 @@ One TF process; each backbone is built once, with random weights, at its minimum
 
 import importlib
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from transfer_pipeline.backbones import BACKBONES
 from transfer_pipeline.model import preprocessing_layer

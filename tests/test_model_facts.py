@@ -24,18 +24,18 @@ def saved(pipeline):
 
 
 def _kernels(model):
-    return [np.array(w) for w in model.weights if "kernel" in w.path]
+    return [w.numpy() for w in model.weights if "kernel" in w.path]
 
 
 def test_frozen_phase_leaves_the_base_bit_identical(saved):
     """Training the head end-to-end through the frozen base changes no base weight at all."""
     extractor = saved["extractor"]
     base = backbone_of(extractor)
-    before = [np.array(w) for w in base.weights]
+    before = [w.numpy() for w in base.weights]
     model = build_classifier(extractor, keras.models.clone_model(saved["head"]))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     model.fit(saved["test_x"][:64], one_hot(saved["test_y"][:64], 10), epochs=1, batch_size=32, verbose=0)
-    after = [np.array(w) for w in base.weights]
+    after = [w.numpy() for w in base.weights]
     assert len(before) == len(after) > 0
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert not base.trainable_weights

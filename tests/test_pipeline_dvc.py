@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+from conftest import copy_of
+
 STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
 METRICS = ["prepare", "features", "train_head", "fine_tune", "evaluate"]
 
@@ -29,30 +33,88 @@ def test_tiny_pipeline_learns_more_than_chance(pipeline):
     assert pipeline.json("metrics/evaluate.json")["test_accuracy"] > 0.3
 
 
-def test_params_changes_rerun_only_the_stages_that_read_them(pipeline_copy):
-    repo = pipeline_copy
-    head_lr = repo.dvc("exp", "run", "-S", "lr=1e-4")
-    assert repo.ran_stages(head_lr.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
-
-    fine_tune_lr = repo.dvc("exp", "run", "-S", "fine_tune.lr=3e-5")
-    assert repo.ran_stages(fine_tune_lr.stdout) == {"fine_tune", "evaluate", "report"}
-
-    report_only = repo.dvc("exp", "run", "-S", "report.wrong_examples=4")
-    assert repo.ran_stages(report_only.stdout) == {"report"}
-
-    shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    assert shown, "dvc exp show lists the baseline and its experiments"
+@pytest.fixture(scope="module")
+def experiments(pipeline, tmp_path_factory):
+    """Three experiments in a row on one copy; the first is also committed for metrics diff."""
+    repo = copy_of(pipeline, tmp_path_factory.mktemp("experiments") / "repo")
+    repo.before = repo.json("metrics/train_head.json")
+    runs = {"lr": repo.dvc("exp", "run", "-S", "lr=1e-4")}
+    repo.commit("head lr 1e-4")
+    runs["fine_tune.lr"] = repo.dvc("exp", "run", "-S", "fine_tune.lr=3e-5")
+    runs["report"] = repo.dvc("exp", "run", "-S", "report.wrong_examples=4")
+    repo.runs = {name: repo.ran_stages(run.stdout) for name, run in runs.items()}
+    return repo
 
 
-def test_metrics_diff_between_commits_lists_changed_accuracy_keys(pipeline_copy):
-    repo = pipeline_copy
-    before = repo.json("metrics/train_head.json")
-    repo.dvc("exp", "run", "-S", "lr=0.01")
-    repo.commit("head lr 0.01")
+def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
+    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", "report"}
+
+
+def test_changing_fine_tune_lr_does_not_rerun_train_head(experiments):
+    assert experiments.runs["fine_tune.lr"] == {"fine_tune", "evaluate", "report"}
+
+
+def test_changing_report_settings_reruns_only_report(experiments):
+    assert experiments.runs["report"] == {"report"}
+
+
+def test_exp_show_lists_the_experiments_with_their_params(experiments):
+    shown = json.loads(experiments.dvc("exp", "show", "--json").stdout)
+    head_lrs = {float(v) for v in _values_of(shown, "lr")}
+    assert {0.001, 1e-4} <= head_lrs  # the baseline and the experiment
+    assert list(_values_of(shown, "test_accuracy"))
+
+
+def _values_of(tree, key):
+    """Every value stored under `key` anywhere in a nested JSON document."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == key and not isinstance(v, (dict, list)):
+                yield v
+            yield from _values_of(v, key)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _values_of(item, key)
+
+
+def test_metrics_diff_between_commits_lists_changed_accuracy_keys(experiments):
+    repo = experiments
     diff = json.loads(repo.dvc("metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
     head_diff = diff["metrics/train_head.json"]
     changed_accuracy = {key for key in head_diff if "accuracy" in key}
     assert changed_accuracy, head_diff
+    committed = json.loads(repo.git("show", "HEAD:metrics/train_head.json"))
     for key in changed_accuracy:
-        assert head_diff[key]["old"] == before[key]
-        assert head_diff[key]["new"] == repo.json("metrics/train_head.json")[key]
+        assert head_diff[key]["old"] == repo.before[key]
+        assert head_diff[key]["new"] == committed[key]
+
+
+def test_same_params_and_seed_give_identical_split_and_metrics(pipeline_copy):
+    """Determinism on CPU: a forced rerun reproduces the split bit for bit and the metrics."""
+    repo = pipeline_copy
+    split_before = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
+    metrics_before = {n: repo.json(f"metrics/{n}.json") for n in ("train_head", "fine_tune", "evaluate")}
+    repo.dvc("repro", "--force", "prepare")
+    repo.dvc("repro", "--force", "--downstream", "train_head")
+    split_after = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
+    assert split_after == split_before
+    for name, before in metrics_before.items():
+        after = repo.json(f"metrics/{name}.json")
+        for key, value in before.items():
+            if key in ("seconds", "train_images_per_s"):
+                continue  # wall time differs; everything else must not
+            if isinstance(value, float):
+                assert after[key] == pytest.approx(value, abs=1e-6), (name, key)
+            elif key != "per_class":
+                assert after[key] == value, (name, key)
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(pipeline_copy):
+    repo = pipeline_copy
+    single = repo.json("metrics/evaluate.json")["test_accuracy"]
+    result = repo.dvc("exp", "run", "-S", "compute.distribute=mirrored")
+    assert "distribute=mirrored replicas=2" in result.stdout
+    assert repo.ran_stages(result.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
+    mirrored = repo.json("metrics/evaluate.json")["test_accuracy"]
+    # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
+    assert mirrored > 0.3 and abs(mirrored - single) <= 0.15, (single, mirrored)

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import tool_env
+from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
 TOP_K = 3
@@ -17,7 +16,11 @@ TOP_K = 3
 def _predict(pipeline, *args):
     return subprocess.run(
         [sys.executable, "-m", "transfer_pipeline.predict", *map(str, args)],
-        cwd=pipeline.path, env=tool_env(), capture_output=True, text=True, timeout=300,
+        cwd=pipeline.path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -25,7 +28,9 @@ def _parse(stdout: str) -> dict[str, list[tuple[str, float]]]:
     lines = {}
     for line in stdout.splitlines():
         path, ranking = line.rsplit(": ", 1)
-        lines[path] = [(name, float(p)) for name, p in (item.split(" ") for item in ranking.split(", "))]
+        lines[path] = [
+            (name, float(p)) for name, p in (item.split(" ") for item in ranking.split(", "))
+        ]
     return lines
 
 
@@ -55,8 +60,10 @@ def run(pipeline, tmp_path_factory):
     out_csv = root / "predictions.csv"
     result = _predict(pipeline, "--top-k", TOP_K, "--csv", out_csv, folder, known)
     result.readable = {
-        str(folder / "odd.png"), str(folder / "nested" / "gray.png"),
-        str(folder / "nested" / "photo.JPG"), str(known),
+        str(folder / "odd.png"),
+        str(folder / "nested" / "gray.png"),
+        str(folder / "nested" / "photo.JPG"),
+        str(known),
     }
     result.broken, result.known, result.csv = folder / "broken.png", str(known), out_csv
     return result

@@ -206,6 +206,13 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
             )
         for line in bad:
             print(f"warning: skipped unreadable image {line}", file=sys.stderr)
+    found = set(labels)
+    empty = [str(d) for label, d in enumerate(class_dirs) if label not in found]
+    if empty:
+        raise PipelineError(
+            f"class folder(s) {', '.join(empty)} have no readable images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder(s)"
+        )
     return Dataset(
         np.stack(images), np.asarray(labels, np.int64), [d.name for d in class_dirs], sources
     )
@@ -222,10 +229,21 @@ def resize_for_model(image, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- splitting
 
 
-def split_indices(labels: np.ndarray, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
-    """Stratified, exact-size, disjoint train/val/test indices; same seed -> same split."""
+def split_indices(
+    labels: np.ndarray, sizes: dict[str, int], seed: int, class_names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Stratified, exact-size, disjoint train/val/test indices; same seed -> same split.
+
+    ``class_names`` (optional) only makes the error messages name classes instead of labels.
+    """
     n_classes = len(np.unique(labels))
     counts = np.bincount(labels)
+
+    def named(classes) -> str:
+        return ", ".join(
+            repr(class_names[c]) if class_names is not None else f"label {c}" for c in classes
+        )
+
     total = sum(sizes.values())
     if total > len(labels):
         raise PipelineError(
@@ -238,10 +256,11 @@ def split_indices(labels: np.ndarray, sizes: dict[str, int], seed: int) -> dict[
                 f"data.{split}_size = {size} is smaller than the {n_classes} classes; every class "
                 "must appear in every split"
             )
-    sparse = [str(c) for c in np.flatnonzero(counts < 3)]
-    if sparse:
+    sparse = np.flatnonzero(counts < 3)
+    if len(sparse):
+        found = ", ".join(f"{named([c])} has {counts[c]}" for c in sparse)
         raise PipelineError(
-            f"class(es) {', '.join(sparse)} have fewer than 3 images: each split needs one; "
+            f"every class needs at least 3 images (one per split): {found}; "
             "add images or remove the class"
         )
     everything = np.arange(len(labels))
@@ -260,7 +279,8 @@ def split_indices(labels: np.ndarray, sizes: dict[str, int], seed: int) -> dict[
         missing = sorted(set(range(n_classes)) - set(labels[index].tolist()))
         if missing:
             raise PipelineError(
-                f"the {name} split has no image of class(es) {missing}; raise data.{name}_size"
+                f"the {name} split has no image of class(es) {named(missing)}; "
+                f"raise data.{name}_size"
             )
     return split
 

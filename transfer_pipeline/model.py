@@ -105,8 +105,7 @@ def build_feature_extractor(backbone_name: str, stored_size: int, image_size: in
     preprocess = preprocessing_layer(backbone)
     if preprocess is not None:
         x = preprocess(x)
-    # training=False keeps BatchNorm in inference mode in both phases: its moving statistics
-    # never change, even after the base is unfrozen for fine-tuning.
+    # training=False: the base runs in inference mode here; for fine-tuning see unfreeze().
     features = base(x, training=False)
     return keras.Model(inputs, features, name="feature_extractor")
 
@@ -151,10 +150,20 @@ def backbone_of(extractor: keras.Model) -> keras.Model:
 
 
 def unfreeze(base: keras.Model, top_layers) -> int:
-    """Make the whole base (or only its top N layers) trainable; returns trainable tensors."""
+    """Make the base (or only its top N layers) trainable, BatchNorm excepted; returns the
+    number of trainable weight tensors.
+
+    Keras 3 passes the outer ``training=True`` of ``fit()`` into nested models, overriding the
+    ``training=False`` recorded in the graph. A BatchNormalization layer with
+    ``trainable=False`` runs in inference mode whatever it is told, so it stays frozen: its
+    moving statistics never change (and, unlike Keras 2, its gamma/beta stay fixed too).
+    """
     base.trainable = True
     if top_layers != "all":
         for layer in base.layers[: max(0, len(base.layers) - top_layers)]:
+            layer.trainable = False
+    for layer in _all_layers(base):
+        if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
     return len(base.trainable_weights)
 
@@ -164,7 +173,7 @@ def batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
     stats = []
     for layer in _all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
-            stats += [np.array(layer.moving_mean), np.array(layer.moving_variance)]
+            stats += [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)]
     return stats
 
 

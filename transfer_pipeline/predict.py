@@ -22,16 +22,30 @@ CSV_COLUMNS = ("path", "rank", "class", "probability")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tl-predict", description=__doc__.splitlines()[0],
+        prog="tl-predict",
+        description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.strip().split("\n\n")[-1],
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="image files or folders of images (recursive)")
-    parser.add_argument("--model", type=Path, default=Path("models/fine_tuned.keras"),
-                        help="the trained classifier (default: %(default)s)")
-    parser.add_argument("--classes", type=Path, default=Path("data/prepared/classes.json"),
-                        help="the class names, in label order (default: %(default)s)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="image files or folders of images (recursive)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/fine_tuned.keras"),
+        help="the trained classifier (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        default=Path("data/prepared/classes.json"),
+        help="the class names, in label order (default: %(default)s)",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: 3)")
     parser.add_argument("--csv", type=Path, help="also write path,rank,class,probability rows here")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
@@ -69,10 +83,18 @@ def read_image(path: Path, size: int):
     try:
         with Image.open(path) as image:
             return resize_for_model(image, size)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
-            SyntaxError) as error:
-        print(f"warning: skipped unreadable image {path} ({type(error).__name__})",
-              file=sys.stderr, flush=True)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as error:
+        print(
+            f"warning: skipped unreadable image {path} ({type(error).__name__})",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
 
 
@@ -82,7 +104,9 @@ def load_class_names(path: Path) -> list[str]:
     try:
         names = json.loads(path.read_text())
     except (ValueError, OSError) as error:
-        raise PipelineError(f"{path} is not a readable JSON list of class names ({error})") from None
+        raise PipelineError(
+            f"{path} is not a readable JSON list of class names ({error})"
+        ) from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PipelineError(f"{path} must hold a JSON list of class names")
     return names
@@ -102,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"--batch-size must be >= 1, got {args.batch_size}")
     # Everything that can be checked without TensorFlow is checked before paying for it.
     if not args.model.exists():
-        raise PipelineError(f"{args.model} not found; run `dvc repro` to produce it (or pass --model)")
+        raise PipelineError(
+            f"{args.model} not found; run `dvc repro` to produce it (or pass --model)"
+        )
     class_names = load_class_names(args.classes)
     files = image_files(args.paths)
 
@@ -125,13 +151,15 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, readable = [], 0
     for start in range(0, len(files), args.batch_size):
-        batch = [(path, read_image(path, height)) for path in files[start:start + args.batch_size]]
+        batch = [
+            (path, read_image(path, height)) for path in files[start : start + args.batch_size]
+        ]
         batch = [(path, image) for path, image in batch if image is not None]
         if not batch:
             continue
         readable += len(batch)
         probabilities = model.predict(np.stack([image for _, image in batch]), verbose=0)
-        for (path, _), row in zip(batch, probabilities):
+        for (path, _), row in zip(batch, probabilities, strict=True):
             best = top_classes(row, class_names, k)
             print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in best), flush=True)
             rows += [(str(path), rank, name, f"{p:.6f}") for rank, (name, p) in enumerate(best, 1)]
