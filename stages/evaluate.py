@@ -33,7 +33,9 @@ def main() -> None:
     test_x, test_y = load_split(args.prepared, "test")
     batch = params["features"]["batch_size"]
     fine_tuned = load_model(args.model).predict(dataset(test_x, None, batch), verbose=0)
-    head_only = load_model(args.head).predict(np.load(args.features / "test.npy"), batch_size=batch, verbose=0)
+    head_only = load_model(args.head).predict(
+        np.load(args.features / "test.npy"), batch_size=batch, verbose=0
+    )
 
     write_json(args.metrics, summarize(test_y, fine_tuned, head_only, class_names))
     with atomic_target(args.confusion) as tmp:

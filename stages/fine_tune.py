@@ -32,8 +32,17 @@ def main() -> None:
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
     from transfer_pipeline.training import (
-        Checkpoints, EpochLog, FailOnNonFiniteLoss, cosine_with_warmup, dataset, fingerprint,
-        one_hot, optimizer, save_model, write_history,
+        Checkpoints,
+        EpochLog,
+        FailOnNonFiniteLoss,
+        cosine_with_warmup,
+        dataset,
+        fingerprint,
+        one_hot,
+        optimizer,
+        save_model,
+        without_optimizer,
+        write_history,
     )
 
     strategy = compute.configure(params)
@@ -64,11 +73,15 @@ def main() -> None:
             print(f"fine_tune: {trainable} backbone weight tensors trainable", flush=True)
             lr = settings["lr"]
             if settings["schedule"] == "cosine":
-                lr = cosine_with_warmup(lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch)
+                lr = cosine_with_warmup(
+                    lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch
+                )
             # Changing `trainable` only takes effect after compile(): compile after unfreezing.
             model.compile(
                 optimizer=optimizer(lr, settings["weight_decay"]),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
+                loss=keras.losses.CategoricalCrossentropy(
+                    label_smoothing=settings["label_smoothing"]
+                ),
                 metrics=["accuracy"],
                 jit_compile=compute.jit_compile(params),
             )
@@ -88,7 +101,7 @@ def main() -> None:
     state = checkpoints.state
     best = state["best"]
     model.load_weights(checkpoints.best_weights_path())  # keep the best epoch by val accuracy
-    save_model(model, args.model)
+    save_model(without_optimizer(model), args.model)
     write_history(args.history, state["history"])
     at_best = state["history"][best["epoch"] - 1]
     write_json(
@@ -101,7 +114,9 @@ def main() -> None:
             "train_accuracy": round(at_best["accuracy"], 6),
             "resumed_after_epoch": first_epoch,
             "seconds": round(seconds, 2),
-            "train_images_per_s": round(len(train_x) / min(log.durations), 1) if log.durations else None,
+            "train_images_per_s": round(len(train_x) / min(log.durations), 1)
+            if log.durations
+            else None,
         },
     )
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale

@@ -1,6 +1,6 @@
 """Stage prepare: obtain the data set, make the stratified train/val/test split, store it.
 
-    python -m stages.prepare data/prepared metrics/prepare.json
+python -m stages.prepare data/prepared metrics/prepare.json
 """
 
 import argparse
@@ -23,7 +23,7 @@ def main() -> None:
     data = params["data"]
     dataset = load_dataset(params)
     sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
-    split = split_indices(dataset.labels, sizes, params["seed"])
+    split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
     save_prepared(args.prepared, dataset, split)
     summary = split_summary(dataset, split)
     write_json(args.metrics, summary)

@@ -1,6 +1,6 @@
 """Stage report: a Markdown and a self-contained HTML report with tables and figures.
 
-    python -m stages.report data/prepared report
+python -m stages.report data/prepared report
 """
 
 import argparse
@@ -55,8 +55,10 @@ def main() -> None:
         ("fine_tune.lr", tune["lr"]),
         ("fine_tune.epochs", tune["epochs"]),
         ("fine_tune.unfreeze", tune["unfreeze"]),
-        ("data sizes (train/val/test)",
-         "/".join(str(params["data"][f"{s}_size"]) for s in ("train", "val", "test"))),
+        (
+            "data sizes (train/val/test)",
+            "/".join(str(params["data"][f"{s}_size"]) for s in ("train", "val", "test")),
+        ),
     ]
     figures = {
         "Training curves (head, then fine-tuning)": (
@@ -66,11 +68,15 @@ def main() -> None:
             ),
         ),
         "Confusion matrix (fine-tuned, test set)": (
-            "confusion.png", report.confusion_heatmap(matrix, class_names)
+            "confusion.png",
+            report.confusion_heatmap(matrix, class_names),
         ),
     }
     wrong = report.confidently_wrong(
-        test_x, predictions["labels"], predictions["fine_tuned"], class_names,
+        test_x,
+        predictions["labels"],
+        predictions["fine_tuned"],
+        class_names,
         params["report"]["wrong_examples"],
     )
     if wrong is not None:

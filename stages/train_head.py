@@ -27,7 +27,13 @@ def main() -> None:
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.model import build_head
     from transfer_pipeline.training import (
-        EpochLog, FailOnNonFiniteLoss, dataset, history_rows, one_hot, optimizer, save_model,
+        EpochLog,
+        FailOnNonFiniteLoss,
+        dataset,
+        history_rows,
+        one_hot,
+        optimizer,
+        save_model,
         write_history,
     )
 
@@ -39,7 +45,9 @@ def main() -> None:
         inputs[split] = (np.load(args.features / f"{split}.npy"), one_hot(labels, n_classes))
     settings, model = params["train_head"], params["model"]
     with strategy.scope():
-        head = build_head(inputs["train"][0].shape[1], model["head_units"], model["dropout"], n_classes)
+        head = build_head(
+            inputs["train"][0].shape[1], model["head_units"], model["dropout"], n_classes
+        )
         head.compile(
             optimizer=optimizer(params["lr"]),
             loss="categorical_crossentropy",

@@ -2,7 +2,7 @@
 
 The session fixture ``pipeline`` copies this repository into a temporary git repository,
 generates a small CIFAR-10 tarball in the official format, points params at it with tiny
-sizes (random weights, 32x32 ResNet50 input, 2 epochs per phase, 270 images) and runs the
+sizes (random weights, 32x32 ResNet50 input, 270 images, 2 fine-tuning epochs) and runs the
 real `dvc repro` once. Read-only tests read its outputs; tests that change params or files
 take ``pipeline_copy``, a private copy with the same git history and DVC cache.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from synthetic import write_cifar10_tarball
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,9 @@ TINY = {
     "data": {"source": TARBALL, "train_size": 150, "val_size": 60, "test_size": 60},
     "model": {"backbone": "resnet50", "weights": None, "image_size": 32},
     "features": {"batch_size": 64},
-    "train_head": {"epochs": 2},
+    # Small batches and 15 epochs: the head's BatchNorm moving averages need ~200 steps to
+    # settle; on cached features that costs about a second.
+    "train_head": {"epochs": 15, "batch_size": 8},
     "fine_tune": {"epochs": 2},
     "report": {"wrong_examples": 8},
 }
@@ -52,8 +53,12 @@ class Repo:
 
     def run(self, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
         result = subprocess.run(
-            list(args), cwd=self.path, env={**tool_env(), **(env or {})}, capture_output=True,
-            text=True, timeout=timeout,
+            list(args),
+            cwd=self.path,
+            env={**tool_env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -68,11 +73,20 @@ class Repo:
     def snapshot(self) -> dict[str, str]:
         """MD5 of every pipeline output file: to prove a failed run changed none of them."""
         hashes = {}
-        for folder in ("data/prepared", "data/features", "models", "metrics", "plots", "eval",
-                       "report"):
+        for folder in (
+            "data/prepared",
+            "data/features",
+            "models",
+            "metrics",
+            "plots",
+            "eval",
+            "report",
+        ):
             for path in sorted((self.path / folder).rglob("*")):
                 if path.is_file():
-                    hashes[str(path.relative_to(self.path))] = hashlib.md5(path.read_bytes()).hexdigest()
+                    hashes[str(path.relative_to(self.path))] = hashlib.md5(
+                        path.read_bytes()
+                    ).hexdigest()
         return hashes
 
     def git(self, *args: str) -> str:
@@ -112,7 +126,10 @@ def source_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files of this checkout: what a clone would have."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     return [f for f in listed if f and (REPO_ROOT / f).is_file()]
 
@@ -149,8 +166,10 @@ def pipeline(tmp_path_factory) -> Repo:
     return repo
 
 
-def copy_of(repo: Repo, target: Path) -> Repo:
-    shutil.copytree(repo.path, target, symlinks=True)
+def copy_of(repo: Repo, target: Path, with_cache: bool = True) -> Repo:
+    """A copy of a repository; without the DVC cache it still answers `dvc status`."""
+    skip = None if with_cache else shutil.ignore_patterns("cache")
+    shutil.copytree(repo.path, target, symlinks=True, ignore=skip)
     return Repo(target)
 
 

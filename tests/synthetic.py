@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 
 
@@ -53,8 +62,11 @@ def write_cifar10_tarball(path: Path, n_per_class: int = 30, seed: int = 0) -> P
     }
     members["test_batch"] = _batch(images[-n_test:], labels[-n_test:], "testing batch 1 of 1")
     members["batches.meta"] = pickle.dumps(
-        {b"label_names": [n.encode() for n in CIFAR10_CLASSES], b"num_cases_per_batch": 10000,
-         b"num_vis": 3072},
+        {
+            b"label_names": [n.encode() for n in CIFAR10_CLASSES],
+            b"num_cases_per_batch": 10000,
+            b"num_vis": 3072,
+        },
         protocol=2,
     )
     path.parent.mkdir(parents=True, exist_ok=True)

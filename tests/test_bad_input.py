@@ -1,8 +1,8 @@
 """Bad input through the real `dvc repro`: one clear line, non-zero exit, nothing lost."""
 
 import pytest
-
 from conftest import TARBALL, copy_of
+
 from transfer_pipeline.params import CIFAR10_MD5, CIFAR10_URL
 
 # A proxy nobody listens on: "no network", the same on every machine.

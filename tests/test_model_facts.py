@@ -1,9 +1,8 @@
 """Model facts asserted on the real saved weights of the tiny pipeline run (one TF process)."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from transfer_pipeline.model import backbone_of, batchnorm_statistics, build_classifier, load_model
 from transfer_pipeline.training import one_hot
@@ -34,7 +33,9 @@ def test_frozen_phase_leaves_the_base_bit_identical(saved):
     before = [w.numpy() for w in base.weights]
     model = build_classifier(extractor, keras.models.clone_model(saved["head"]))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    model.fit(saved["test_x"][:64], one_hot(saved["test_y"][:64], 10), epochs=1, batch_size=32, verbose=0)
+    model.fit(
+        saved["test_x"][:64], one_hot(saved["test_y"][:64], 10), epochs=1, batch_size=32, verbose=0
+    )
     after = [w.numpy() for w in base.weights]
     assert len(before) == len(after) > 0
     assert all(np.array_equal(a, b) for a, b in zip(before, after))

@@ -2,8 +2,8 @@
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
+
 from transfer_pipeline.params import ParamError, validate
 
 
@@ -33,7 +33,12 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
         (None, "lr", -1, "lr = -1 is not allowed; expected a number > 0"),
         ("fine_tune", "epochs", 0, "fine_tune.epochs = 0 is not allowed; expected an integer >= 1"),
         ("compute", "precision", "fp8", "expected one of auto, float32, mixed_float16"),
-        ("model", "image_size", 32, "model.image_size = 32 is too small for xception; expected >= 71"),
+        (
+            "model",
+            "image_size",
+            32,
+            "model.image_size = 32 is too small for xception; expected >= 71",
+        ),
         ("model", "weights", "/tmp/x.h5", "under weights/"),
         ("data", "dataset", "mnist", "data.dataset = 'mnist' is not allowed"),
         ("fine_tune", "unfreeze", "some", "all, or an integer >= 1"),
@@ -54,4 +59,6 @@ def test_all_problems_are_reported_at_once():
     raw["fine_tune"]["batch_size"] = "big"
     del raw["seed"]
     message = str(pytest.raises(ParamError, validate, raw).value)
-    assert "lr = 0" in message and "fine_tune.batch_size" in message and "seed is missing" in message
+    assert (
+        "lr = 0" in message and "fine_tune.batch_size" in message and "seed is missing" in message
+    )

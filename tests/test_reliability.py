@@ -11,11 +11,29 @@ from conftest import tool_env
 
 def test_fine_tune_killed_mid_epoch_resumes_from_the_last_completed_epoch(pipeline_copy):
     repo = pipeline_copy
-    repo.set_params({"fine_tune": {"epochs": 3}})
+    # Every fine-tuning option on: the optimizer state (AdamW moments, schedule step) and the
+    # augmentation layers must survive the kill too.
+    repo.set_params(
+        {
+            "fine_tune": {
+                "epochs": 3,
+                "augment": True,
+                "label_smoothing": 0.1,
+                "schedule": "cosine",
+                "warmup_epochs": 1,
+                "weight_decay": 0.01,
+                "unfreeze": 40,
+            }
+        }
+    )
     state = repo.path / ".resume/fine_tune/state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=repo.path, env=tool_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=repo.path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 600
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:

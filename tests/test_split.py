@@ -15,7 +15,9 @@ def test_split_sizes_are_exact_and_splits_disjoint(pipeline):
         rows = index[index.split == split]
         assert len(rows) == params[f"{split}_size"]
         assert len(np.load(pipeline.path / f"data/prepared/{split}_x.npy")) == len(rows)
-        assert (np.load(pipeline.path / f"data/prepared/{split}_y.npy") == rows.label.to_numpy()).all()
+        assert (
+            np.load(pipeline.path / f"data/prepared/{split}_y.npy") == rows.label.to_numpy()
+        ).all()
     assert index.source_index.is_unique  # disjoint
 
 

@@ -3,6 +3,8 @@
 import json
 import time
 
+from conftest import TARBALL
+
 from transfer_pipeline.backbones import BACKBONES
 
 
@@ -13,8 +15,19 @@ def test_queued_sweep_over_every_backbone_gives_one_row_each(pipeline_copy):
     # head on its feature width) runs for each; fine_tune is backbone-agnostic and is
     # covered by the main run. 75 px is the smallest size all registered backbones accept.
     repo.dvc(
-        "exp", "run", "--queue", "-S", f"model.backbone={names}", "-S", "model.image_size=75",
-        "-S", "train_head.epochs=1", "train_head",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        f"model.backbone={names}",
+        "-S",
+        "model.image_size=75",
+        "-S",
+        "train_head.epochs=1",
+        # A targeted queued run checks out only its targets' pipeline; DVC does not link the
+        # `data/raw` dependency to the files `dvc add`ed inside it, so name their .dvc too.
+        f"{TARBALL}.dvc",
+        "train_head",
     )
     repo.dvc("queue", "start", "-j", "2")
     deadline = time.monotonic() + 900
@@ -24,7 +37,9 @@ def test_queued_sweep_over_every_backbone_gives_one_row_each(pipeline_copy):
             break
         time.sleep(3)
     repo.dvc("queue", "stop", check=False)
-    assert "Failed" not in status, repo.dvc("queue", "logs", _first_failed(status), check=False).stdout
+    assert "Failed" not in status, repo.dvc(
+        "queue", "logs", _first_failed(status), check=False
+    ).stdout
     rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
     swept = {}
     for baseline in rows:

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline.model import backbone_of, build_backbone, load_model
 from transfer_pipeline.errors import PipelineError
+from transfer_pipeline.model import backbone_of, build_backbone, load_model
 
 
 def _random_backbone(constructor, seed):

@@ -94,7 +94,9 @@ def load_dataset(params: dict) -> Dataset:
     source, kind = data["source"], data["dataset"]
     if kind == "image_folder":
         if is_url(source):
-            raise PipelineError("data.source must be a local folder when data.dataset is image_folder")
+            raise PipelineError(
+                "data.source must be a local folder when data.dataset is image_folder"
+            )
         return load_image_folder(Path(source), data["image_size"], data["bad_images"])
     if is_url(source):
         path = download(source, data["md5"])
@@ -106,7 +108,9 @@ def load_dataset(params: dict) -> Dataset:
                 f"(or its extracted folder), or the official URL"
             )
         if path.is_file():
-            _check_md5(path, data["md5"], str(path), "fetch the official tarball again or set data.md5")
+            _check_md5(
+                path, data["md5"], str(path), "fetch the official tarball again or set data.md5"
+            )
     return load_cifar(path, kind)
 
 
@@ -298,8 +302,14 @@ def save_prepared(out_dir: Path, dataset: Dataset, split: dict[str, np.ndarray])
             np.save(tmp / f"{name}_x.npy", dataset.images[index])
             np.save(tmp / f"{name}_y.npy", dataset.labels[index])
             rows += [
-                (name, position, int(i), dataset.sources[i], int(dataset.labels[i]),
-                 dataset.class_names[dataset.labels[i]])
+                (
+                    name,
+                    position,
+                    int(i),
+                    dataset.sources[i],
+                    int(dataset.labels[i]),
+                    dataset.class_names[dataset.labels[i]],
+                )
                 for position, i in enumerate(index)
             ]
         columns = ["split", "position", "source_index", "source", "label", "label_name"]
@@ -329,6 +339,3 @@ def split_summary(dataset: Dataset, split: dict[str, np.ndarray]) -> dict:
         "classes": len(dataset.class_names),
         **{f"{name}_size": int(len(split[name])) for name in SPLITS},
     }
-
-
-

@@ -49,9 +49,13 @@ def build_backbone(name: str, image_size: int, weights) -> keras.Model:
     shape = (image_size, image_size, 3)
     if weights == "imagenet":
         try:
-            return constructor(include_top=False, weights="imagenet", input_shape=shape, pooling="avg")
+            return constructor(
+                include_top=False, weights="imagenet", input_shape=shape, pooling="avg"
+            )
         except Exception as error:  # Keras' get_file wraps network errors in a bare Exception
-            offline = isinstance(error, (urllib.error.URLError, OSError)) or "URL fetch" in str(error)
+            offline = isinstance(error, (urllib.error.URLError, OSError)) or "URL fetch" in str(
+                error
+            )
             if not offline:
                 raise
             raise PipelineError(
@@ -118,7 +122,9 @@ def build_head(feature_width: int, units: list[int], dropout: float, n_classes: 
         x = layers.BatchNormalization()(x)
         x = layers.Dropout(dropout)(x)
     # The softmax stays float32 under mixed precision: float16 probabilities lose the tail.
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(
+        x
+    )
     return keras.Model(inputs, outputs, name="head")
 
 
@@ -159,9 +165,9 @@ def unfreeze(base: keras.Model, top_layers) -> int:
     moving statistics never change (and, unlike Keras 2, its gamma/beta stay fixed too).
     """
     base.trainable = True
-    if top_layers != "all":
-        for layer in base.layers[: max(0, len(base.layers) - top_layers)]:
-            layer.trainable = False
+    first_trained = 0 if top_layers == "all" else max(0, len(base.layers) - top_layers)
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= first_trained  # explicit: the setter skips no-op changes
     for layer in _all_layers(base):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
@@ -173,7 +179,9 @@ def batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
     stats = []
     for layer in _all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
-            stats += [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)]
+            stats += [
+                keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)
+            ]
     return stats
 
 

@@ -186,7 +186,9 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     problems = []
     for key in flat:
         if key not in SCHEMA:
-            problems.append(f"unknown key {key!r} (check the spelling against README's params table)")
+            problems.append(
+                f"unknown key {key!r} (check the spelling against README's params table)"
+            )
     clean = {}
     for key, check in SCHEMA.items():
         if key not in flat:

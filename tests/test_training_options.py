@@ -1,0 +1,77 @@
+"""Fine-tuning options (issue 4), checked in-process on small real Keras objects."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from transfer_pipeline.model import (
+    backbone_of,
+    build_classifier,
+    build_feature_extractor,
+    build_head,
+    unfreeze,
+)
+from transfer_pipeline.training import Checkpoints, cosine_with_warmup, optimizer
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    keras.utils.set_random_seed(0)
+    return build_feature_extractor("mobilenet_v2", 32, 32, None)
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    schedule = cosine_with_warmup(1e-3, epochs=5, warmup_epochs=1, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert values[0] == pytest.approx(0.0)
+    assert values[1] == pytest.approx(5e-4, rel=1e-3)  # half way through the warmup
+    assert values[2] == pytest.approx(1e-3, rel=1e-3)  # peak at the end of the warmup
+    assert values[2] > values[3] > values[4]
+    assert values[4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_switches_to_adamw():
+    assert isinstance(optimizer(1e-3, 0.05), keras.optimizers.AdamW)
+    assert type(optimizer(1e-3, 0.0)) is keras.optimizers.Adam
+
+
+def test_unfreezing_top_n_layers_trains_only_those_and_never_batchnorm(extractor):
+    base = backbone_of(extractor)
+    unfreeze(base, 10)
+    top, rest = base.layers[-10:], base.layers[:-10]
+    assert not any(layer.trainable_weights for layer in rest)
+    assert any(layer.trainable_weights for layer in top)
+    batchnorms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    assert batchnorms and not any(layer.trainable for layer in batchnorms)
+    unfreeze(base, "all")
+    trainable_layers = [layer for layer in base.layers if layer.trainable_weights]
+    assert len(trainable_layers) > 30
+    base.trainable = False
+
+
+def test_augmentation_is_active_in_training_only(extractor):
+    head = build_head(extractor.output.shape[-1], [8], 0.0, 3)
+    model = build_classifier(extractor, head, augment_seed=1)
+    assert any(layer.name == "augment" for layer in model.layers)
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype("uint8")
+    inference = [model(images, training=False).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    plain = build_classifier(extractor, head).predict(images, verbose=0)
+    np.testing.assert_allclose(inference[0], plain, atol=1e-6)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_val_accuracy(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(2)])
+    checkpoints = Checkpoints(tmp_path / "resume", "fingerprint", patience=2)
+    checkpoints.set_model(model)
+    for epoch, val_accuracy in enumerate([0.5, 0.7, 0.6, 0.65]):
+        model.stop_training = False
+        checkpoints.on_epoch_end(
+            epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": val_accuracy}
+        )
+        if model.stop_training:
+            break
+    assert epoch == 3 and checkpoints.state["best"]["epoch"] == 2
+    assert checkpoints.resume_point()["epochs_done"] == 4
+    assert Checkpoints(tmp_path / "resume", "other params").resume_point() is None
