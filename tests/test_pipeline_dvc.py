@@ -153,8 +153,9 @@ def test_dvc_plots_diff_overlays_two_revisions(experiments):
         ({"lr": 0.01}, {"train_head"}),
         ({"model": {"head_units": [32]}, "train_head": {"epochs": 3}}, {"train_head"}),
         ({"model": {"dropout": 0.1}}, {"train_head"}),
-        ({"model": {"image_size": 48}}, {"features"}),
-        ({"model": {"backbone": "mobilenet_v2"}}, {"features"}),
+        # The report shows the backbone and its input size, so it reads them too.
+        ({"model": {"image_size": 48}}, {"features", "report"}),
+        ({"model": {"backbone": "mobilenet_v2"}}, {"features", "report"}),
         ({"fine_tune": {"lr": 1e-4}}, {"fine_tune"}),
         ({"report": {"wrong_examples": 3}}, {"report"}),
         ({"data": {"val_size": 50}}, {"prepare"}),

@@ -3,8 +3,6 @@
 import json
 import time
 
-from conftest import TARBALL
-
 from transfer_pipeline.backbones import BACKBONES
 
 
@@ -24,9 +22,6 @@ def test_queued_sweep_over_every_backbone_gives_one_row_each(pipeline_copy):
         "model.image_size=75",
         "-S",
         "train_head.epochs=1",
-        # A targeted queued run checks out only its targets' pipeline; DVC does not link the
-        # `data/raw` dependency to the files `dvc add`ed inside it, so name their .dvc too.
-        f"{TARBALL}.dvc",
         "train_head",
     )
     repo.dvc("queue", "start", "-j", "2")
