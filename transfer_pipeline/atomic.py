@@ -39,11 +39,6 @@ def write_json(target, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def write_text(target, text: str) -> None:
-    with atomic_target(target) as tmp:
-        tmp.write_text(text)
-
-
 def _remove_if_dir(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)

@@ -200,10 +200,8 @@ def without_optimizer(model: keras.Model) -> keras.Model:
     return copy
 
 
-def history_rows(history: keras.callbacks.History, first_epoch: int = 1) -> list[dict]:
+def history_rows(history: keras.callbacks.History) -> list[dict]:
     rows = []
     for i in range(len(history.epoch)):
-        rows.append(
-            {"epoch": first_epoch + i, **{k: float(history.history[k][i]) for k in HISTORY_KEYS}}
-        )
+        rows.append({"epoch": i + 1, **{k: float(history.history[k][i]) for k in HISTORY_KEYS}})
     return rows
