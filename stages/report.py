@@ -48,7 +48,7 @@ def main() -> None:
     model, tune = params["model"], params["fine_tune"]
     params_rows = [
         ("model.backbone", model["backbone"]),
-        ("model.weights", model["weights"]),
+        ("model.weights", model["weights"] or "null (random initialisation)"),
         ("model.image_size", model["image_size"]),
         ("lr (head)", params["lr"]),
         ("train_head.epochs", params["train_head"]["epochs"]),

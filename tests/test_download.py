@@ -6,8 +6,8 @@ import threading
 from functools import partial
 
 import pytest
-
 from synthetic import write_cifar10_tarball
+
 from transfer_pipeline import data
 from transfer_pipeline.errors import PipelineError
 
