@@ -69,13 +69,7 @@ def write_cifar10_tarball(path: Path, n_per_class: int = 30, seed: int = 0) -> P
         },
         protocol=2,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as archive:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return path
+    return _write_tar_gz(path, "cifar-10-batches-py", members)
 
 
 CIFAR100_CLASSES = """
@@ -127,10 +121,15 @@ def write_cifar100_tarball(path: Path, n_per_class: int = 3, seed: int = 0) -> P
             protocol=2,
         ),
     }
+    return _write_tar_gz(path, "cifar-100-python", members)
+
+
+def _write_tar_gz(path: Path, folder: str, members: dict[str, bytes]) -> Path:
+    """The archives' layout: every member inside one top-level folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as archive:
         for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
     return path

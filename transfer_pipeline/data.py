@@ -182,8 +182,6 @@ def _read_dir_members(path: Path, wanted: list[str]) -> dict[str, bytes]:
 
 def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
     """One subfolder per class; every readable image is converted to RGB and resized to size."""
-    from PIL import Image, UnidentifiedImageError
-
     if not root.is_dir():
         raise PipelineError(f"data.source {root} is not a folder of class subfolders")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -191,14 +189,11 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
         raise PipelineError(f"{root} needs at least two class subfolders, found {len(class_dirs)}")
     images, labels, sources, bad = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        for path in image_files_under(class_dir):
             try:
-                with Image.open(path) as image:
-                    images.append(resize_for_model(image, size))
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-                bad.append(f"{path} ({type(error).__name__})")
+                images.append(read_image(path, size))
+            except UnreadableImage as error:
+                bad.append(str(error))
                 continue
             labels.append(label)
             sources.append(str(path))
@@ -220,6 +215,36 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
     return Dataset(
         np.stack(images), np.asarray(labels, np.int64), [d.name for d in class_dirs], sources
     )
+
+
+class UnreadableImage(PipelineError):
+    """An image file PIL cannot decode; the message is '<path> (<error type>)'."""
+
+
+def image_files_under(folder: Path) -> list[Path]:
+    """Every image file below a folder (recursive, by suffix), in a stable order."""
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def read_image(path: Path, size: int) -> np.ndarray:
+    """The one way prepare and predict read an image file: RGB, size x size, uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return resize_for_model(image, size)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as error:
+        raise UnreadableImage(f"{path} ({type(error).__name__})") from None
 
 
 def resize_for_model(image, size: int) -> np.ndarray:

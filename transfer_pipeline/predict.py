@@ -54,14 +54,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def image_files(paths: list[Path]) -> list[Path]:
     """The given files as they are, plus every image file under the given folders, no duplicates."""
-    from .data import IMAGE_SUFFIXES
+    from .data import IMAGE_SUFFIXES, image_files_under
 
     found: dict[Path, None] = {}
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    found.setdefault(child)
+            for child in image_files_under(path):
+                found.setdefault(child)
         elif path.is_file():
             found.setdefault(path)
         else:
@@ -76,25 +75,13 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def read_image(path: Path, size: int):
     """The image as the model's uint8 input, or None (with a warning) when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .data import resize_for_model
+    from .data import UnreadableImage
+    from .data import read_image as read_model_input
 
     try:
-        with Image.open(path) as image:
-            return resize_for_model(image, size)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as error:
-        print(
-            f"warning: skipped unreadable image {path} ({type(error).__name__})",
-            file=sys.stderr,
-            flush=True,
-        )
+        return read_model_input(path, size)
+    except UnreadableImage as error:
+        print(f"warning: skipped unreadable image {error}", file=sys.stderr, flush=True)
         return None
 
 
