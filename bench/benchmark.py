@@ -8,8 +8,8 @@ Prints, for each setting:
      frozen base (same epochs, same data): wall time ratio and both accuracies;
   2. feature-extraction throughput (images/s) and as a fraction of the machine's measured
      dense float32 matmul FLOP/s, using the backbone's FLOPs per image;
-  3. input-pipeline overhead: step time fed by the real tf.data pipeline vs by a constant
-     in-memory batch;
+  3. input-pipeline overhead: step time fed by the real input pipeline (ArrayBatches) vs by a
+     constant in-memory batch;
   4. the wall time of a no-change `dvc repro` on a tiny project.
 """
 
@@ -34,7 +34,7 @@ from synthetic import class_images  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
 from transfer_pipeline.model import build_classifier, build_feature_extractor, build_head  # noqa: E402
-from transfer_pipeline.training import dataset, one_hot  # noqa: E402
+from transfer_pipeline.training import ArrayBatches, one_hot  # noqa: E402
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 20) -> float:
@@ -85,8 +85,8 @@ def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batc
     head = fresh_head()
     head.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
     fit = head.fit(
-        dataset(f_train, y1[train], batch, 0),
-        validation_data=dataset(f_val, y1[val], batch),
+        ArrayBatches(f_train, y1[train], batch, 0),
+        validation_data=ArrayBatches(f_val, y1[val], batch),
         epochs=epochs,
         verbose=0,
         shuffle=False,
@@ -99,8 +99,8 @@ def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batc
     full.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
     fit = full.fit(
-        dataset(x[train], y1[train], batch, 0),
-        validation_data=dataset(x[val], y1[val], batch),
+        ArrayBatches(x[train], y1[train], batch, 0),
+        validation_data=ArrayBatches(x[val], y1[val], batch),
         epochs=epochs,
         verbose=0,
         shuffle=False,
@@ -130,7 +130,7 @@ def pipeline_overhead(backbone, image_size, n_images, batch):
     extractor.trainable = True
     model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
     steps = len(x) // batch
-    real = dataset(x[: steps * batch], y1[: steps * batch], batch, shuffle_seed=0)
+    real = ArrayBatches(x[: steps * batch], y1[: steps * batch], batch, shuffle_seed=0)
     constant = tf.data.Dataset.from_tensors(
         (tf.constant(x[:batch]), tf.constant(y1[:batch]))
     ).repeat(steps)
@@ -211,7 +211,7 @@ def main() -> None:
         )
         real, constant = pipeline_overhead(backbone, size, 320 if size < 100 else 128, batch)
         print(
-            f"  fine-tune step: {real * 1e3:.0f} ms with tf.data pipeline, "
+            f"  fine-tune step: {real * 1e3:.0f} ms with the input pipeline, "
             f"{constant * 1e3:.0f} ms from a constant batch: overhead {real / constant - 1:+.1%}"
         )
     if not args.skip_repro:

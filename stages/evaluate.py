@@ -7,6 +7,7 @@
 import argparse
 from pathlib import Path
 
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -18,30 +19,39 @@ def main() -> None:
         parser.add_argument(name, type=Path)
     args = parser.parse_args()
     params = load_params()
+    outputs = StageOutputs(
+        "evaluate",
+        files=[args.metrics, args.confusion, args.predictions],
+        inputs=[args.prepared, args.features, args.head, args.model],
+    )
 
     import numpy as np
 
     from transfer_pipeline import compute
-    from transfer_pipeline.atomic import atomic_target, write_json
-    from transfer_pipeline.data import load_class_names, load_split
+    from transfer_pipeline.data import SPLITS, load_class_names, load_features, load_split
     from transfer_pipeline.evaluation import confusion_rows, summarize
     from transfer_pipeline.model import load_model
-    from transfer_pipeline.training import dataset
+    from transfer_pipeline.training import ArrayBatches
 
     compute.configure(params)
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
+    head, model = load_model(args.head), load_model(args.model)
+    width = head.input_shape[-1]
+    features = {}
+    for split in SPLITS:  # all of data/features is a dependency: check every split's shape
+        _, labels = load_split(args.prepared, split, mmap=True)
+        features[split] = load_features(args.features, split, len(labels), width, mmap=True)
     batch = params["features"]["batch_size"]
-    fine_tuned = load_model(args.model).predict(dataset(test_x, None, batch), verbose=0)
-    head_only = load_model(args.head).predict(
-        np.load(args.features / "test.npy"), batch_size=batch, verbose=0
-    )
+    fine_tuned = model.predict(ArrayBatches(test_x, None, batch), verbose=0)
+    head_only = head.predict(np.asarray(features["test"]), batch_size=batch, verbose=0)
 
-    write_json(args.metrics, summarize(test_y, fine_tuned, head_only, class_names))
-    with atomic_target(args.confusion) as tmp:
-        confusion_rows(test_y, fine_tuned.argmax(1), class_names).to_csv(tmp, index=False)
-    with atomic_target(args.predictions) as tmp:
-        with open(tmp, "wb") as handle:  # np.savez would append .npz to the temporary name
+    with outputs:
+        outputs.write_json(args.metrics, summarize(test_y, fine_tuned, head_only, class_names))
+        confusion_rows(test_y, fine_tuned.argmax(1), class_names).to_csv(
+            outputs.path(args.confusion), index=False
+        )
+        with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
 
 

@@ -8,11 +8,13 @@ function of the image: computing it once replaces recomputing it in every head e
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.params import load_params, warnings_about
 
 
 @exit_on_pipeline_error
@@ -24,11 +26,16 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
     args = parser.parse_args()
     params = load_params()  # validate before paying for TensorFlow
+    outputs = StageOutputs(
+        "features",
+        files=[args.extractor, args.metrics],
+        folders=[args.features],
+        inputs=[args.prepared],
+    )
 
     import numpy as np
 
     from transfer_pipeline import compute
-    from transfer_pipeline.atomic import atomic_target, write_json
     from transfer_pipeline.data import SPLITS, load_split
     from transfer_pipeline.features import extract_features
     from transfer_pipeline.model import build_feature_extractor
@@ -36,28 +43,29 @@ def main() -> None:
 
     strategy = compute.configure(params)
     model = params["model"]
+    for warning in warnings_about(params):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     train_x, _ = load_split(args.prepared, "train", mmap=True)
     with strategy.scope():
         extractor = build_feature_extractor(
             model["backbone"], train_x.shape[1], model["image_size"], model["weights"]
         )
     timings = {}
-    with atomic_target(args.features) as tmp:
-        tmp.mkdir()
+    with outputs:
         for split in SPLITS:
             images, _ = load_split(args.prepared, split, mmap=True)
             started = time.monotonic()
             features = extract_features(extractor, images, params["features"]["batch_size"], split)
             timings[split] = len(images) / (time.monotonic() - started)
-            np.save(tmp / f"{split}.npy", features)
-    save_model(extractor, args.extractor)
-    write_json(
-        args.metrics,
-        {
-            "feature_width": int(extractor.output.shape[-1]),
-            **{f"{split}_images_per_s": round(value, 1) for split, value in timings.items()},
-        },
-    )
+            np.save(outputs.path(args.features) / f"{split}.npy", features)
+        save_model(extractor, outputs.path(args.extractor))
+        outputs.write_json(
+            args.metrics,
+            {
+                "feature_width": int(extractor.output.shape[-1]),
+                **{f"{split}_images_per_s": round(value, 1) for split, value in timings.items()},
+            },
+        )
     print(f"features: {extractor.output.shape[-1]} per image; images/s {timings}", flush=True)
 
 

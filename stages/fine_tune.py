@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -24,19 +25,24 @@ def main() -> None:
         parser.add_argument(name, type=Path)
     args = parser.parse_args()
     params = load_params()
+    outputs = StageOutputs(
+        "fine_tune",
+        files=[args.model, args.metrics, args.history],
+        inputs=[args.prepared, args.extractor, args.head],
+    )
 
     import keras
 
     from transfer_pipeline import compute
-    from transfer_pipeline.atomic import write_json
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
     from transfer_pipeline.training import (
+        AfterEpochHook,
+        ArrayBatches,
         Checkpoints,
         EpochLog,
         FailOnNonFiniteLoss,
         cosine_with_warmup,
-        dataset,
         fingerprint,
         one_hot,
         optimizer,
@@ -49,9 +55,7 @@ def main() -> None:
     settings = params["fine_tune"]
     n_classes = len(load_class_names(args.prepared))
     (train_x, train_y), (val_x, val_y) = (load_split(args.prepared, s) for s in ("train", "val"))
-    train = dataset(train_x, one_hot(train_y, n_classes), settings["batch_size"], params["seed"])
-    val = dataset(val_x, one_hot(val_y, n_classes), settings["batch_size"])
-    steps_per_epoch = len(train)
+    steps_per_epoch = -(-len(train_x) // settings["batch_size"])
 
     checkpoints = Checkpoints(
         RESUME_DIR,
@@ -86,6 +90,14 @@ def main() -> None:
                 jit_compile=compute.jit_compile(params),
             )
     first_epoch = resume["epochs_done"] if resume else 0
+    train = ArrayBatches(
+        train_x,
+        one_hot(train_y, n_classes),
+        settings["batch_size"],
+        shuffle_seed=params["seed"],
+        first_epoch=first_epoch,
+    )
+    val = ArrayBatches(val_x, one_hot(val_y, n_classes), settings["batch_size"])
     log = EpochLog("fine_tune", settings["epochs"], len(train_x))
     started = time.monotonic()
     model.fit(
@@ -93,32 +105,38 @@ def main() -> None:
         validation_data=val,
         epochs=settings["epochs"],
         initial_epoch=first_epoch,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        shuffle=False,  # ArrayBatches shuffles, seeded per epoch
         verbose=0,
-        callbacks=[log, FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"), checkpoints],
+        callbacks=[
+            log,
+            FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"),
+            checkpoints,
+            AfterEpochHook("fine_tune"),
+        ],
     )
     seconds = time.monotonic() - started
     state = checkpoints.state
     best = state["best"]
     model.load_weights(checkpoints.best_weights_path())  # keep the best epoch by val accuracy
-    save_model(without_optimizer(model), args.model)
-    write_history(args.history, state["history"])
     at_best = state["history"][best["epoch"] - 1]
-    write_json(
-        args.metrics,
-        {
-            "epochs_run": state["epochs_done"],
-            "best_epoch": best["epoch"],
-            "val_accuracy": round(at_best["val_accuracy"], 6),
-            "val_loss": round(at_best["val_loss"], 6),
-            "train_accuracy": round(at_best["accuracy"], 6),
-            "resumed_after_epoch": first_epoch,
-            "seconds": round(seconds, 2),
-            "train_images_per_s": round(len(train_x) / min(log.durations), 1)
-            if log.durations
-            else None,
-        },
-    )
+    with outputs:
+        save_model(without_optimizer(model), outputs.path(args.model))
+        write_history(outputs.path(args.history), state["history"])
+        outputs.write_json(
+            args.metrics,
+            {
+                "epochs_run": state["epochs_done"],
+                "best_epoch": best["epoch"],
+                "val_accuracy": round(at_best["val_accuracy"], 6),
+                "val_loss": round(at_best["val_loss"], 6),
+                "train_accuracy": round(at_best["accuracy"], 6),
+                "resumed_after_epoch": first_epoch,
+                "seconds": round(seconds, 2),
+                "train_images_per_s": round(len(train_x) / min(log.durations), 1)
+                if log.durations
+                else None,
+            },
+        )
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
 
 

@@ -6,7 +6,7 @@ python -m stages.prepare data/prepared metrics/prepare.json
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.atomic import write_json
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.data import load_dataset, save_prepared, split_indices, split_summary
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
@@ -21,12 +21,13 @@ def main() -> None:
 
     params = load_params()
     data = params["data"]
-    dataset = load_dataset(params)
-    sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
-    split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
-    save_prepared(args.prepared, dataset, split)
-    summary = split_summary(dataset, split)
-    write_json(args.metrics, summary)
+    with StageOutputs("prepare", files=[args.metrics], folders=[args.prepared]) as outputs:
+        dataset = load_dataset(params)
+        sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
+        split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
+        save_prepared(outputs.path(args.prepared), dataset, split)
+        summary = split_summary(dataset, split)
+        outputs.write_json(args.metrics, summary)
     print(f"prepare: {summary}", flush=True)
 
 

@@ -1,6 +1,7 @@
 """Stage report: a Markdown and a self-contained HTML report with tables and figures.
 
-python -m stages.report data/prepared report
+    python -m stages.report data/prepared metrics/evaluate.json plots/train_head.csv \
+        plots/fine_tune.csv eval/predictions.npz report
 """
 
 import argparse
@@ -11,34 +12,32 @@ import numpy as np
 import pandas as pd
 
 from transfer_pipeline import report
-from transfer_pipeline.atomic import atomic_target
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.data import load_class_names, load_split
 from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.params import load_params, warnings_about
 
-INPUTS = {
-    "evaluation": Path("metrics/evaluate.json"),
-    "head_history": Path("plots/train_head.csv"),
-    "fine_history": Path("plots/fine_tune.csv"),
-    "predictions": Path("eval/predictions.npz"),
-}
+INPUTS = ("prepared", "evaluation", "head_history", "fine_history", "predictions")
 
 
 @exit_on_pipeline_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("prepared", type=Path)
+    for name in INPUTS:
+        parser.add_argument(name, type=Path)
     parser.add_argument("out", type=Path, help="output folder: report.md, report.html, *.png")
     args = parser.parse_args()
     params = load_params()
-    missing = [str(p) for p in INPUTS.values() if not p.exists()]
+    inputs = [getattr(args, name) for name in INPUTS]
+    outputs = StageOutputs("report", folders=[args.out], inputs=inputs)
+    missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")
 
-    evaluation = json.loads(INPUTS["evaluation"].read_text())
+    evaluation = json.loads(args.evaluation.read_text())
     class_names = load_class_names(args.prepared)
     test_x, _ = load_split(args.prepared, "test", mmap=True)
-    predictions = np.load(INPUTS["predictions"])
+    predictions = np.load(args.predictions)
     matrix = pd.crosstab(
         pd.Categorical(predictions["labels"], categories=range(len(class_names))),
         pd.Categorical(predictions["fine_tuned"].argmax(1), categories=range(len(class_names))),
@@ -63,9 +62,7 @@ def main() -> None:
     figures = {
         "Training curves (head, then fine-tuning)": (
             "curves.png",
-            report.training_curves(
-                pd.read_csv(INPUTS["head_history"]), pd.read_csv(INPUTS["fine_history"])
-            ),
+            report.training_curves(pd.read_csv(args.head_history), pd.read_csv(args.fine_history)),
         ),
         "Confusion matrix (fine-tuned, test set)": (
             "confusion.png",
@@ -85,17 +82,23 @@ def main() -> None:
     title = f"Transfer learning: {model['backbone']} on {params['data']['dataset']}"
     headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"])
     per_class = report.per_class_rows(evaluation)
-    with atomic_target(args.out) as tmp:
-        tmp.mkdir()
+    warnings = warnings_about(params)
+    with outputs:
+        tmp = outputs.path(args.out)
         for file, fig in figures.values():
             report.save_figure(fig, tmp / file)
         captions = {caption: file for caption, (file, _) in figures.items()}
         (tmp / "report.md").write_text(
-            report.markdown(title, params_rows, headline, per_class, captions)
+            report.markdown(title, warnings, params_rows, headline, per_class, captions)
         )
         (tmp / "report.html").write_text(
             report.html_page(
-                title, params_rows, headline, per_class, {c: tmp / f for c, f in captions.items()}
+                title,
+                warnings,
+                params_rows,
+                headline,
+                per_class,
+                {c: tmp / f for c, f in captions.items()},
             )
         )
     print(f"report: {args.out / 'report.html'}", flush=True)

@@ -8,6 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
+from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -19,17 +20,20 @@ def main() -> None:
         parser.add_argument(name, type=Path)
     args = parser.parse_args()
     params = load_params()
-
-    import numpy as np
+    outputs = StageOutputs(
+        "train_head",
+        files=[args.head, args.metrics, args.history],
+        inputs=[args.prepared, args.features],
+    )
 
     from transfer_pipeline import compute
-    from transfer_pipeline.atomic import write_json
-    from transfer_pipeline.data import load_class_names, load_split
+    from transfer_pipeline.data import load_class_names, load_features, load_split
     from transfer_pipeline.model import build_head
     from transfer_pipeline.training import (
+        AfterEpochHook,
+        ArrayBatches,
         EpochLog,
         FailOnNonFiniteLoss,
-        dataset,
         history_rows,
         one_hot,
         optimizer,
@@ -39,10 +43,12 @@ def main() -> None:
 
     strategy = compute.configure(params)
     n_classes = len(load_class_names(args.prepared))
-    inputs = {}
+    inputs, width = {}, None
     for split in ("train", "val"):
-        _, labels = load_split(args.prepared, split)
-        inputs[split] = (np.load(args.features / f"{split}.npy"), one_hot(labels, n_classes))
+        _, labels = load_split(args.prepared, split, mmap=True)
+        features = load_features(args.features, split, len(labels), width)
+        width = features.shape[1]
+        inputs[split] = (features, one_hot(labels, n_classes))
     settings, model = params["train_head"], params["model"]
     with strategy.scope():
         head = build_head(
@@ -56,32 +62,34 @@ def main() -> None:
         )
     started = time.monotonic()
     history = head.fit(
-        dataset(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
-        validation_data=dataset(*inputs["val"], settings["batch_size"]),
+        ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
+        validation_data=ArrayBatches(*inputs["val"], settings["batch_size"]),
         epochs=settings["epochs"],
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        shuffle=False,  # ArrayBatches shuffles, seeded per epoch
         verbose=0,
         callbacks=[
             EpochLog("train_head", settings["epochs"], len(inputs["train"][0])),
             FailOnNonFiniteLoss("train_head", "lr"),
+            AfterEpochHook("train_head"),
         ],
     )
     seconds = time.monotonic() - started
     rows = history_rows(history)
-    save_model(head, args.head)
-    write_history(args.history, rows)
     last = rows[-1]
-    write_json(
-        args.metrics,
-        {
-            "epochs": len(rows),
-            "train_accuracy": round(last["accuracy"], 6),
-            "train_loss": round(last["loss"], 6),
-            "val_accuracy": round(last["val_accuracy"], 6),
-            "val_loss": round(last["val_loss"], 6),
-            "seconds": round(seconds, 2),
-        },
-    )
+    with outputs:
+        save_model(head, outputs.path(args.head))
+        write_history(outputs.path(args.history), rows)
+        outputs.write_json(
+            args.metrics,
+            {
+                "epochs": len(rows),
+                "train_accuracy": round(last["accuracy"], 6),
+                "train_loss": round(last["loss"], 6),
+                "val_accuracy": round(last["val_accuracy"], 6),
+                "val_loss": round(last["val_loss"], 6),
+                "seconds": round(seconds, 2),
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -1,16 +1,29 @@
-"""Write outputs so that a failed or killed stage never leaves a half-written file behind.
+"""Write a stage's outputs all or nothing, and never over something the pipeline did not make.
 
-Everything is written next to its target under a ``.partial-`` name (git-ignored) and then
-moved into place with ``os.replace``, which is atomic on one file system.
+``StageOutputs`` checks every output path before the stage does any work: a folder output
+may only replace an empty folder or one carrying the pipeline's marker file; a file output
+may not be a folder, one of the stage's inputs, or anything under ``data/raw/`` or
+``weights/`` (the user's data). Each output is written to a ``.partial-`` sibling
+(git-ignored); when the stage finishes, the params it read are checked to be unchanged and
+the outputs are moved into place with ``os.replace``. On any failure or Ctrl-C the partial
+files are removed and nothing is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
+
+from .errors import PipelineError
+from .params import params_unchanged
+
+MARKER = ".pipeline-output"  # in every folder the pipeline writes: it may replace that folder
+PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def partial_path(target: Path) -> Path:
@@ -19,33 +32,142 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".partial-{target.name}")
 
 
-@contextlib.contextmanager
-def atomic_target(target):
-    """Yield a temporary path to write; on success it replaces ``target`` in one step."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(target)
-    _remove(tmp)
-    try:
-        yield tmp
-        _remove_if_dir(target)
-        os.replace(tmp, target)
-    finally:
-        _remove(tmp)
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
-def write_json(target, data) -> None:
-    with atomic_target(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def _remove_if_dir(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
+def check_replaceable(target: Path, folder: bool, inputs=()) -> None:
+    """Raise a PipelineError if writing ``target`` could destroy something the user made."""
+    where = Path(target).absolute().resolve()
+    for protected in PROTECTED:
+        if _inside(where, Path(protected).absolute().resolve()):
+            raise PipelineError(
+                f"refusing to write {target}: it is under {protected}/, which holds your data; "
+                "give an output path outside it"
+            )
+    for source in inputs:
+        source = Path(source).absolute().resolve()
+        if _inside(source, where):
+            raise PipelineError(
+                f"refusing to write {target}: it is or contains the input {source}; "
+                "give another output path"
+            )
+    if not os.path.lexists(target):
+        return
+    if not folder:
+        if Path(target).is_dir():
+            raise PipelineError(
+                f"refusing to write {target}: it is a folder and this output is a file; "
+                "give a file path"
+            )
+        return
+    if not Path(target).is_dir():
+        raise PipelineError(
+            f"refusing to write {target}: it is a file and this output is a folder; "
+            "give a folder path"
+        )
+    if any(Path(target).iterdir()) and not (Path(target) / MARKER).is_file():
+        raise PipelineError(
+            f"refusing to replace {target}: the folder was not made by this pipeline "
+            f"(no {MARKER} inside) and is not empty; give another output path or move it away"
+        )
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
+    elif os.path.lexists(path):
         path.unlink()
+
+
+class StageOutputs:
+    """The outputs of one stage run, checked at once and moved into place together at the end.
+
+    with StageOutputs("features", files=[extractor], folders=[features]) as out:
+        np.save(out.path(features) / "train.npy", ...)   # writes the partial copy
+    """
+
+    def __init__(self, stage: str, files=(), folders=(), inputs=()):
+        self.stage = stage
+        self.folders = [Path(f) for f in folders]
+        self.targets = [Path(f) for f in files] + self.folders
+        for target in self.targets:
+            check_replaceable(target, target in self.folders, inputs)
+
+    def path(self, target) -> Path:
+        """Where to write ``target`` now: its partial sibling."""
+        target = Path(target)
+        if target not in self.targets:
+            raise KeyError(f"{target} is not a declared output of {self.stage}")
+        return partial_path(target)
+
+    def write_json(self, target, data) -> None:
+        self.path(target).write_text(json.dumps(data, indent=2) + "\n")
+
+    def __enter__(self) -> StageOutputs:
+        for target in self.targets:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = partial_path(target)
+                _remove(tmp)
+                if target in self.folders:
+                    tmp.mkdir()
+                    (tmp / MARKER).write_text(f"written by the {self.stage} stage\n")
+                else:
+                    tmp.touch()
+            except OSError as error:
+                self._discard()
+                raise PipelineError(
+                    f"{self.stage}: cannot write {target} ({error.strerror or error}); "
+                    "give a writable path"
+                ) from None
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is not None:
+            self._discard()
+            if isinstance(error, OSError) and _is_write_failure(error):
+                raise PipelineError(
+                    f"{self.stage}: writing {', '.join(map(str, self.targets))} failed "
+                    f"({_reason(error)}); nothing was replaced. Free disk space (or raise the "
+                    "file size limit) and run again"
+                ) from None
+            return False
+        try:
+            params_unchanged(self.stage)
+        except BaseException:
+            self._discard()
+            raise
+        for target in self.targets:
+            if target in self.folders and Path(target).is_dir():
+                # Two steps (os.replace cannot replace a non-empty folder); checked above:
+                # the folder is empty or was made by the pipeline.
+                shutil.rmtree(target)
+            os.replace(partial_path(target), target)
+        return False
+
+    def _discard(self) -> None:
+        for target in self.targets:
+            with contextlib.suppress(OSError):
+                _remove(partial_path(target))
+
+
+def _is_write_failure(error: OSError) -> bool:
+    # NumPy reports a short write as a bare OSError("... requested and ... written").
+    return error.errno in _FULL or (error.errno is None and "written" in str(error))
+
+
+def _reason(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if error.errno == errno.EFBIG:
+        return "file size limit reached"
+    return f"short write: {error}"
+
+
+def write_json_file(target, data) -> None:
+    """A single JSON file written atomically (state files outside a stage's outputs)."""
+    target = Path(target)
+    tmp = partial_path(target)
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, target)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .atomic import atomic_target
-from .errors import PipelineError
+from .atomic import StageOutputs
+from .errors import PipelineError, rebuild_hint
 from .progress import ProgressBar
 
 SPLITS = ("train", "val", "test")
@@ -58,9 +58,13 @@ def download(url: str, expected_md5: str | None) -> Path:
         return target
     print(f"downloading {url}", flush=True)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, atomic_target(target) as tmp:
+        with (
+            urllib.request.urlopen(url, timeout=30) as response,
+            StageOutputs("download", files=[target]) as outputs,
+        ):
             total = int(response.headers.get("Content-Length") or 0)
             bar = ProgressBar(total, "download", unit="MB", scale=1 / 2**20)
+            tmp = outputs.path(target)
             with open(tmp, "wb") as out:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
@@ -317,45 +321,94 @@ def split_indices(
 # --------------------------------------------------------------------------- storing
 
 
-def save_prepared(out_dir: Path, dataset: Dataset, split: dict[str, np.ndarray]) -> None:
-    """Write uint8 arrays per split, an index table and the class names, all or nothing."""
-    with atomic_target(out_dir) as tmp:
-        tmp.mkdir()
-        rows = []
-        for name in SPLITS:
-            index = split[name]
-            np.save(tmp / f"{name}_x.npy", dataset.images[index])
-            np.save(tmp / f"{name}_y.npy", dataset.labels[index])
-            rows += [
-                (
-                    name,
-                    position,
-                    int(i),
-                    dataset.sources[i],
-                    int(dataset.labels[i]),
-                    dataset.class_names[dataset.labels[i]],
-                )
-                for position, i in enumerate(index)
-            ]
-        columns = ["split", "position", "source_index", "source", "label", "label_name"]
-        pd.DataFrame(rows, columns=columns).to_csv(tmp / "index.csv", index=False)
-        (tmp / "classes.json").write_text(json.dumps(dataset.class_names, indent=1) + "\n")
+def save_prepared(folder: Path, dataset: Dataset, split: dict[str, np.ndarray]) -> None:
+    """Write uint8 arrays per split, an index table and the class names into ``folder``."""
+    rows = []
+    for name in SPLITS:
+        index = split[name]
+        np.save(folder / f"{name}_x.npy", dataset.images[index])
+        np.save(folder / f"{name}_y.npy", dataset.labels[index])
+        rows += [
+            (
+                name,
+                position,
+                int(i),
+                dataset.sources[i],
+                int(dataset.labels[i]),
+                dataset.class_names[dataset.labels[i]],
+            )
+            for position, i in enumerate(index)
+        ]
+    columns = ["split", "position", "source_index", "source", "label", "label_name"]
+    pd.DataFrame(rows, columns=columns).to_csv(folder / "index.csv", index=False)
+    (folder / "classes.json").write_text(json.dumps(dataset.class_names, indent=1) + "\n")
+
+
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A .npy file written by a stage; a missing, truncated or corrupt one is a PipelineError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; {rebuild_hint(path)}")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise PipelineError(
+            f"{path} is not a readable .npy array ({str(error).splitlines()[0][:120]}): it is "
+            f"truncated or corrupt; {rebuild_hint(path)}"
+        ) from None
+    if not isinstance(array, np.ndarray):
+        raise PipelineError(f"{path} holds no array; {rebuild_hint(path)}")
+    return array
 
 
 def load_split(prepared: Path, name: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8, N x H x W x 3) and labels (N) of one split, shapes checked."""
     prepared = Path(prepared)
-    mode = "r" if mmap else None
-    try:
-        return (
-            np.load(prepared / f"{name}_x.npy", mmap_mode=mode),
-            np.load(prepared / f"{name}_y.npy"),
+    images = load_array(prepared / f"{name}_x.npy", mmap)
+    labels = load_array(prepared / f"{name}_y.npy")
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+        raise PipelineError(
+            f"{prepared}/{name}_x.npy has shape {images.shape} for {len(labels)} labels; "
+            f"expected (N, H, W, 3) with N = {len(labels)}; {rebuild_hint(prepared)}"
         )
-    except FileNotFoundError:
-        raise PipelineError(f"{prepared} has no {name} split; run `dvc repro prepare`") from None
+    return images, labels
 
 
-def load_class_names(prepared: Path) -> list[str]:
-    return json.loads((Path(prepared) / "classes.json").read_text())
+def load_features(
+    folder: Path, split: str, n_images: int, width: int | None = None, mmap: bool = False
+):
+    """The cached features of one split: one float row per image of that split."""
+    path = Path(folder) / f"{split}.npy"
+    features = load_array(path, mmap)
+    if (
+        features.ndim != 2
+        or len(features) != n_images
+        or features.dtype.kind != "f"
+        or (width is not None and features.shape[1] != width)
+    ):
+        raise PipelineError(
+            f"{path} holds {features.dtype} {features.shape}; expected float rows "
+            f"({n_images}, {width or 'width'}) for the {split} split; {rebuild_hint(path)}"
+        )
+    return features
+
+
+def load_class_names(path: Path) -> list[str]:
+    """The class names in label order, from a ``classes.json`` file or a prepared folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "classes.json"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; {rebuild_hint(path)}")
+    try:
+        names = json.loads(path.read_text())
+    except (ValueError, OSError) as error:
+        raise PipelineError(
+            f"{path} is not a readable JSON list of class names ({error})"
+        ) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PipelineError(f"{path} must hold a JSON list of class names")
+    return names
 
 
 def split_summary(dataset: Dataset, split: dict[str, np.ndarray]) -> dict:

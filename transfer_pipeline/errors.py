@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -11,7 +12,9 @@ class PipelineError(Exception):
 
 
 def exit_on_pipeline_error(main):
-    """Decorate a stage's ``main``: a PipelineError becomes one line on stderr and exit code 1."""
+    """Decorate an entry point's ``main``: a PipelineError becomes one line on stderr and exit
+    code 1; Ctrl-C becomes one line and exit code 130 (outputs are only moved into place at the
+    very end, so an interrupted run replaced nothing)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -21,5 +24,28 @@ def exit_on_pipeline_error(main):
             message = " ".join(str(error).split())  # always one line
             print(f"error: {message}", file=sys.stderr, flush=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            print("error: interrupted; nothing replaced", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     return wrapper
+
+
+def rebuild_hint(path) -> str:
+    """How to get a good copy of a pipeline output back: the stage that writes it (dvc.yaml)."""
+    import yaml
+
+    wanted = Path(path).as_posix().rstrip("/")
+    try:
+        stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        stages = {}
+    for name, stage in stages.items():
+        for out in stage.get("outs", []):
+            out = next(iter(out)) if isinstance(out, dict) else out
+            if wanted == out or wanted.startswith(out.rstrip("/") + "/"):
+                return (
+                    f"restore the last good one with `dvc checkout {out}` or rebuild it with "
+                    f"`dvc repro -f -s {name}`"
+                )
+    return "rebuild it with `dvc repro`"

@@ -1,4 +1,4 @@
-"""Feature extraction with the frozen backbone: large batches, tf.data, a progress bar."""
+"""Feature extraction with the frozen backbone: large batches, a progress bar."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from .progress import ProgressBar
-from .training import dataset
+from .training import ArrayBatches
 
 
 class _PredictProgress(keras.callbacks.Callback):
@@ -24,7 +24,7 @@ class _PredictProgress(keras.callbacks.Callback):
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int, label: str):
     """Pooled features (float32) for uint8 images, in order."""
-    data = dataset(images, None, batch_size)
+    data = ArrayBatches(images, None, batch_size)
     progress = _PredictProgress(len(images), batch_size, f"features {label}")
     features = extractor.predict(data, verbose=0, callbacks=[progress])
     return features.astype(np.float32)

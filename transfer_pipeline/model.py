@@ -12,6 +12,7 @@ same extractor. Only built-in or registered layers are used, so models reload wi
 from __future__ import annotations
 
 import urllib.error
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -20,7 +21,7 @@ import numpy as np
 from keras import layers
 
 from .backbones import BACKBONES, Backbone
-from .errors import PipelineError
+from .errors import PipelineError, rebuild_hint
 
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 
@@ -193,7 +194,20 @@ def _all_layers(model):
 
 
 def load_model(path, **kwargs) -> keras.Model:
+    """A saved .keras model; a missing, truncated or corrupt file is a one-line PipelineError."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path} not found; run `dvc repro` to produce it")
-    return keras.models.load_model(path, safe_mode=True, **kwargs)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; {rebuild_hint(path)}")
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(
+            f"{path} is not a readable Keras model (not a .keras zip archive): it is truncated "
+            f"or corrupt; {rebuild_hint(path)}"
+        )
+    try:
+        return keras.models.load_model(path, safe_mode=True, **kwargs)
+    except Exception as error:  # Keras reports a damaged archive as many different errors
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
+        raise PipelineError(
+            f"{path} is not a readable Keras model ({reason}): it is truncated or corrupt; "
+            f"{rebuild_hint(path)}"
+        ) from None

@@ -23,6 +23,9 @@ DATASETS = ("cifar10", "cifar100", "image_folder")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
+RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
+
+_loaded: dict[Path, object] = {}  # params file -> its parsed content when the stage started
 
 
 class ParamError(PipelineError):
@@ -84,12 +87,6 @@ def _bool(value):
     return value, None
 
 
-def _string(value):
-    if not isinstance(value, str) or not value:
-        return None, "a non-empty string"
-    return value, None
-
-
 def _md5(value):
     if value is None:
         return None, None
@@ -98,18 +95,39 @@ def _md5(value):
     return None, "null or a 32-character lowercase hex MD5"
 
 
+def _under(value: str, folder: str) -> bool:
+    """A relative path below ``folder`` that cannot climb out of it."""
+    path = Path(value)
+    inside = Path(*folder.split("/"))
+    return (
+        not path.is_absolute()
+        and ".." not in path.parts
+        and path.parts[: len(inside.parts)] == inside.parts
+        and len(path.parts) > len(inside.parts)
+    )
+
+
 def _weights(value):
     if value is None or value == "imagenet":
         return value, None
-    if isinstance(value, str) and value.endswith(".h5"):
-        path = Path(value)
-        if path.is_absolute() or path.parts[0] != WEIGHTS_DIR:
-            return None, (
-                f"imagenet, null, or a .h5 file under {WEIGHTS_DIR}/ (copy the file there so DVC "
-                "tracks it as a dependency)"
-            )
+    if isinstance(value, str) and value.endswith(".h5") and _under(value, WEIGHTS_DIR):
         return value, None
-    return None, f"imagenet, null, or a path to a .h5 weights file under {WEIGHTS_DIR}/"
+    return None, (
+        f"imagenet, null, or a .h5 file under {WEIGHTS_DIR}/ without '..' (copy the file there "
+        f"and `dvc add` it, so DVC tracks it as a dependency)"
+    )
+
+
+def _source(value):
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return value, None
+    if isinstance(value, str) and _under(value, RAW_DATA_DIR):
+        return value, None
+    return None, (
+        f"a URL or a path under {RAW_DATA_DIR}/ without '..' (copy or move your data there and "
+        f"`dvc add` it: {RAW_DATA_DIR} is the DVC dependency of prepare, so replacing the data "
+        "reruns the pipeline)"
+    )
 
 
 def _units(value):
@@ -134,7 +152,7 @@ SCHEMA = {
     "seed": _int(0),
     "lr": _float(above=0),
     "data.dataset": _choice(*DATASETS),
-    "data.source": _string,
+    "data.source": _source,
     "data.md5": _md5,
     "data.train_size": _int(1),
     "data.val_size": _int(1),
@@ -200,6 +218,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
         clean[key] = value
     if not problems:
         problems += _cross_checks(clean)
+        _official_source(clean)
     if problems:
         raise ParamError(f"{source}: " + "; ".join(problems))
     nested: dict = {}
@@ -225,12 +244,52 @@ def _cross_checks(p: dict) -> list[str]:
     return problems
 
 
-def load_params(path="params.yaml") -> dict:
-    path = Path(path)
+def warnings_about(params: dict) -> list[str]:
+    """Valid settings that still give a poor run: shown in the log and in the report."""
+    if params["model"]["weights"] is None:
+        return [
+            "model.weights is null: features of an untrained frozen base; expect near-chance "
+            "accuracy from the head (only fine-tuning can learn)"
+        ]
+    return []
+
+
+def _official_source(p: dict) -> None:
+    """CIFAR-100 with data.source left at the CIFAR-10 default: use CIFAR-100's URL and MD5."""
+    if p["data.dataset"] == "cifar100" and p["data.source"] == CIFAR10_URL:
+        p["data.source"] = CIFAR100_URL
+        if p["data.md5"] == CIFAR10_MD5:
+            p["data.md5"] = CIFAR100_MD5
+
+
+def _read(path: Path):
     if not path.exists():
         raise ParamError(f"{path} not found; run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ParamError(f"{path} is not valid YAML: {error}") from None
-    return validate(raw, str(path))
+
+
+def load_params(path="params.yaml") -> dict:
+    """The validated params; what was read is remembered for ``params_unchanged``."""
+    path = Path(path)
+    raw = _read(path)
+    params = validate(raw, str(path))
+    _loaded[path.absolute()] = raw
+    return params
+
+
+def params_unchanged(stage: str) -> None:
+    """Fail if a params file changed since the stage read it: DVC would record the new values
+    for outputs made from the old ones. Called before outputs are moved into place."""
+    for path, raw in _loaded.items():
+        try:
+            now = _read(path)
+        except ParamError:
+            now = None
+        if now != raw:
+            raise ParamError(
+                f"{path.name} changed while {stage} ran; nothing recorded (the outputs were made "
+                "from the old values); run `dvc repro` again"
+            )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
+from .atomic import StageOutputs
+from .data import load_class_names
 from .errors import PipelineError, exit_on_pipeline_error
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")
@@ -85,23 +86,47 @@ def read_image(path: Path, size: int):
         return None
 
 
-def load_class_names(path: Path) -> list[str]:
-    if not path.is_file():
-        raise PipelineError(f"{path} not found; run `dvc repro` to produce it (or pass --classes)")
-    try:
-        names = json.loads(path.read_text())
-    except (ValueError, OSError) as error:
-        raise PipelineError(
-            f"{path} is not a readable JSON list of class names ({error})"
-        ) from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise PipelineError(f"{path} must hold a JSON list of class names")
-    return names
-
-
 def top_classes(probabilities, class_names: list[str], k: int) -> list[tuple[str, float]]:
     order = probabilities.argsort()[::-1][:k]
     return [(class_names[i], float(probabilities[i])) for i in order]
+
+
+def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
+    """Print the top-k classes of every readable image; return them as CSV rows."""
+    import numpy as np
+
+    from .model import load_model
+
+    model = load_model(args.model)
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
+        raise PipelineError(
+            f"{args.model} is not an image classifier (it takes inputs of shape {shape}); "
+            "pass the fine-tuned model, models/fine_tuned.keras"
+        )
+    n_outputs = model.output_shape[-1]
+    if n_outputs != len(class_names):
+        raise PipelineError(
+            f"{args.model} gives {n_outputs} outputs per image but {args.classes} lists "
+            f"{len(class_names)} classes; pass the fine-tuned model and the classes.json of the "
+            "same pipeline run"
+        )
+    size, k = shape[1], min(args.top_k, len(class_names))
+    rows, readable = [], 0
+    for start in range(0, len(files), args.batch_size):
+        batch = [(path, read_image(path, size)) for path in files[start : start + args.batch_size]]
+        batch = [(path, image) for path, image in batch if image is not None]
+        if not batch:
+            continue
+        readable += len(batch)
+        probabilities = model.predict(np.stack([image for _, image in batch]), verbose=0)
+        for (path, _), row in zip(batch, probabilities, strict=True):
+            best = top_classes(row, class_names, k)
+            print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in best), flush=True)
+            rows += [(str(path), rank, name, f"{p:.6f}") for rank, (name, p) in enumerate(best, 1)]
+    if not readable:
+        raise PipelineError(f"none of the {len(files)} image file(s) could be read")
+    return rows
 
 
 @exit_on_pipeline_error
@@ -118,47 +143,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     class_names = load_class_names(args.classes)
     files = image_files(args.paths)
-
-    import numpy as np
-
-    from .atomic import atomic_target
-    from .model import load_model
-
-    model = load_model(args.model)
-    _, height, width, _ = model.input_shape
-    if height != width or height is None:
-        raise PipelineError(f"{args.model} takes {height}x{width} input; expected a square size")
-    n_outputs = model.output_shape[-1]
-    if n_outputs != len(class_names):
-        raise PipelineError(
-            f"{args.model} predicts {n_outputs} classes but {args.classes} lists "
-            f"{len(class_names)}; pass the classes.json of the same pipeline run"
-        )
-    k = min(args.top_k, len(class_names))
-
-    rows, readable = [], 0
-    for start in range(0, len(files), args.batch_size):
-        batch = [
-            (path, read_image(path, height)) for path in files[start : start + args.batch_size]
-        ]
-        batch = [(path, image) for path, image in batch if image is not None]
-        if not batch:
-            continue
-        readable += len(batch)
-        probabilities = model.predict(np.stack([image for _, image in batch]), verbose=0)
-        for (path, _), row in zip(batch, probabilities, strict=True):
-            best = top_classes(row, class_names, k)
-            print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in best), flush=True)
-            rows += [(str(path), rank, name, f"{p:.6f}") for rank, (name, p) in enumerate(best, 1)]
-    if not readable:
-        raise PipelineError(f"none of the {len(files)} image file(s) could be read")
-    if args.csv is not None:
-        with atomic_target(args.csv) as tmp:
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(CSV_COLUMNS)
-                writer.writerows(rows)
-        print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr, flush=True)
+    if args.csv is None:
+        classify(args, files, class_names)
+        return
+    if args.csv.suffix.lower() != ".csv":
+        raise PipelineError(f"--csv {args.csv}: give a file name ending in .csv")
+    # The partial CSV is created on entering: an unwritable path fails before any prediction.
+    with StageOutputs("tl-predict", files=[args.csv], inputs=[*args.paths, *files]) as outputs:
+        rows = classify(args, files, class_names)
+        with open(outputs.path(args.csv), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(rows)
+    print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

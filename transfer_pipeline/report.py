@@ -111,10 +111,10 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def markdown(title, params_rows, headline, per_class, figures: dict[str, str]) -> str:
-    lines = [
-        f"# {title}",
-        "",
+def markdown(title, warnings, params_rows, headline, per_class, figures: dict[str, str]) -> str:
+    lines = [f"# {title}", ""]
+    lines += [f"> **Warning:** {warning}\n" for warning in warnings]
+    lines += [
         "## Test results",
         "",
         "| model | test accuracy | test loss |",
@@ -138,7 +138,7 @@ def markdown(title, params_rows, headline, per_class, figures: dict[str, str]) -
     return "\n".join(lines) + "\n"
 
 
-def html_page(title, params_rows, headline, per_class, figures: dict[str, Path]) -> str:
+def html_page(title, warnings, params_rows, headline, per_class, figures: dict[str, Path]) -> str:
     """One file with the images inlined as data URIs: it opens anywhere, offline."""
 
     def table(header, rows):
@@ -149,7 +149,8 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    sections = [
+    sections = [f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings]
+    sections += [
         "<h2>Test results</h2>",
         table(["model", "test accuracy", "test loss"], headline),
         "<h2>Params that matter</h2>",
@@ -172,6 +173,7 @@ def html_page(title, params_rows, headline, per_class, figures: dict[str, Path])
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px}"
         "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
         ".note{color:#555;font-size:0.9em;margin-top:0.3em}"
+        ".warning{background:#fff3cd;border:1px solid #e0c060;padding:0.6em 1em}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

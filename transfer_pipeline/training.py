@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from .atomic import atomic_target, write_json
+from .atomic import write_json_file
 from .errors import PipelineError
 from .progress import format_seconds
 
@@ -25,12 +26,32 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
-def dataset(x, y, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """In-memory arrays -> batched tf.data; the model does resizing/preprocessing on the device."""
-    data = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
-    if shuffle_seed is not None:
-        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+class ArrayBatches(keras.utils.PyDataset):
+    """In-memory arrays in batches, for every backend; the model resizes and preprocesses.
+
+    With a seed, each epoch's order is a permutation drawn from (seed, epoch): a run resumed
+    after epoch N sees the same batches as one that never stopped.
+    """
+
+    def __init__(self, x, y, batch_size: int, shuffle_seed: int | None = None, first_epoch=0):
+        super().__init__()  # one worker: the order is set in on_epoch_begin, before any batch
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, shuffle_seed
+        self.epoch = first_epoch - 1
+        self.order = np.arange(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.y is None:
+            return (self.x[rows],)
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_begin(self) -> None:
+        self.epoch += 1
+        if self.seed is not None:
+            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
 
 
 def optimizer(lr, weight_decay: float = 0.0):
@@ -156,7 +177,7 @@ class Checkpoints(keras.callbacks.Callback):
             "latest": latest,
         }
         # state.json is the commit point: written atomically after the files it names.
-        write_json(self.folder / "state.json", self.state)
+        write_json_file(self.folder / "state.json", self.state)
         for stale in (previous.get("latest"), (previous.get("best") or {}).get("file")):
             if stale and stale not in (latest, best["file"]):
                 (self.folder / stale).unlink(missing_ok=True)
@@ -180,16 +201,29 @@ def fingerprint(params_subset: dict, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def write_history(target, history: list[dict]) -> None:
+def write_history(path, history: list[dict]) -> None:
     """Per-epoch history as CSV (x = epoch) for `dvc plots` and the report."""
     frame = pd.DataFrame(history, columns=["epoch", *HISTORY_KEYS])
-    with atomic_target(target) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
+    frame.to_csv(path, index=False, float_format="%.6g")
 
 
-def save_model(model: keras.Model, target) -> None:
-    with atomic_target(target) as tmp:
-        model.save(tmp)
+def save_model(model: keras.Model, path) -> None:
+    model.save(path)
+
+
+class AfterEpochHook(keras.callbacks.Callback):
+    """For tests: ``TL_AFTER_EPOCH="<stage>:<epoch>:<shell command>"`` runs the command once that
+    epoch (and its checkpoint) is complete, e.g. ``kill -KILL $PPID`` to stop a run at a
+    deterministic point. Does nothing when the variable is unset."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        stage_name, epoch, self.command = (os.environ.get("TL_AFTER_EPOCH") or "::").split(":", 2)
+        self.epoch = int(epoch) if stage_name == stage and epoch else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            subprocess.run(self.command, shell=True, check=False)
 
 
 def without_optimizer(model: keras.Model) -> keras.Model:
