@@ -4,6 +4,7 @@ import json
 import pickle
 import shutil
 import tarfile
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,13 @@ from conftest import new_repo
 from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
-from transfer_pipeline.data import load_cifar, load_dataset, load_image_folder, split_indices
+from transfer_pipeline.data import (
+    load_cifar,
+    load_dataset,
+    load_image_folder,
+    read_image,
+    split_indices,
+)
 from transfer_pipeline.errors import PipelineError
 
 CLASSES = ["cats", "dogs", "owls"]
@@ -65,9 +72,12 @@ def test_class_names_are_the_folder_names_and_images_are_rgb(images, capsys):
     colourful = np.array(["gray_" not in source for source in dataset.sources])
     means = dataset.images[colourful].reshape(colourful.sum(), -1, 3).mean(1)
     assert (means.argmax(1) == dataset.labels[colourful]).all()
+    # One line lists the files that are not images, one line per unreadable image.
     warnings = capsys.readouterr().err.splitlines()
-    assert len(warnings) == 1
-    assert warnings[0].startswith(f"warning: skipped unreadable image {images / CORRUPT} (")
+    assert len(warnings) == 2
+    not_images = ", ".join(str(images / name / "labels.txt") for name in CLASSES)
+    assert warnings[0] == f"warning: ignored 3 file(s) that are not images: {not_images}"
+    assert warnings[1].startswith(f"warning: skipped unreadable image {images / CORRUPT} (")
 
 
 def test_bad_images_error_names_the_file(images):
@@ -99,6 +109,166 @@ def test_a_class_folder_without_readable_images_is_an_error(tmp_path):
     with pytest.raises(PipelineError, match="have no readable images") as error:
         load_image_folder(root, 8, "skip")
     assert str(root / "owls") in str(error.value)
+
+
+# --------------------------------------------------------------------------- reading faithfully
+
+
+def _two_classes(root):
+    """cats and dogs, three small plain images each: the baseline the cases below add to."""
+    for label, name in enumerate(["cats", "dogs"]):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (200 * (1 - label), 40 * i, 200 * label)).save(
+                root / name / f"plain_{i}.png"
+            )
+    return root
+
+
+def _image_count(root):
+    return len(load_image_folder(root, 8, "skip").sources)
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("gray16.png", np.uint16), ("int32.tif", np.int32)])
+def test_16_bit_and_integer_images_are_scaled_not_clipped(tmp_path, name, dtype):
+    path = tmp_path / name
+    Image.fromarray(np.full((8, 8), 30000, dtype)).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    assert (read_image(path, 4) == 117).all()  # 30000 / 65535 * 255, mid-gray, not white
+
+
+def test_float_image_is_scaled_from_0_1(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
+    assert Image.open(path).mode == "F"
+    assert (read_image(path, 4) == 128).all()
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    upright = np.zeros((32, 32, 3), np.uint8)
+    upright[:16, :, 0] = 255  # top half red
+    upright[16:, :16, 2] = 255  # bottom-left quarter blue
+    # Orientation 6: the viewer turns the stored pixels 90 degrees clockwise; 8: anticlockwise.
+    stored = Image.fromarray(upright).rotate(90 if orientation == 6 else -90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    pixels = read_image(tmp_path / "phone.jpg", 32).astype(int)
+    assert np.abs(pixels - upright).mean() < 8
+    assert np.abs(np.asarray(stored, int) - upright).mean() > 60  # the test can tell
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P"])
+def test_transparent_pixels_become_white(tmp_path, mode):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, 8:, 3] = 255  # left half transparent, right half opaque red
+    image = Image.fromarray(rgba)
+    if mode == "P":  # a GIF-style palette image with one transparent index
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+        image.info["transparency"] = int(np.asarray(image)[0, 0])
+    image.save(tmp_path / "cut-out.png", transparency=image.info.get("transparency"))
+    pixels = read_image(tmp_path / "cut-out.png", 16)
+    assert (pixels[:, :7] == 255).all()
+    assert (pixels[:, 9:] == [255, 0, 0]).all()
+
+
+def test_every_format_pillow_reads_is_found_and_read(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    suffixes = [".tif", ".tiff", ".webp", ".bmp", ".TIF"]
+    for suffix in suffixes:
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(root / "cats" / f"more{suffix}", lossless=True)
+    dataset = load_image_folder(root, 8, "skip")
+    assert sorted(s for s in dataset.sources if "more" in s) == sorted(
+        str(root / "cats" / f"more{suffix}") for suffix in suffixes
+    )
+    more = np.array(["more" in s for s in dataset.sources])
+    assert (dataset.images[more] == [10, 200, 30]).all()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_hidden_folder_in_a_class_is_ignored(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    (root / "cats" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(root / "cats" / "plain_0.png", root / "cats" / ".ipynb_checkpoints" / "x.png")
+    assert _image_count(root) == 6
+    assert capsys.readouterr().err == ""
+
+
+def test_hidden_files_are_ignored(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    shutil.copy(root / "cats" / "plain_0.png", root / "cats" / ".plain_0.png")
+    (root / "dogs" / "._plain_0.png").write_bytes(b"macOS resource fork, not a png")
+    (root / "dogs" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert _image_count(root) == 6
+    assert capsys.readouterr().err == ""
+
+
+def test_a_top_level_symlink_back_into_the_folder_is_not_a_class(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    (root / "kittens").symlink_to(root / "cats")
+    dataset = load_image_folder(root, 8, "skip")
+    assert dataset.class_names == ["cats", "dogs"] and len(dataset.sources) == 6
+    assert capsys.readouterr().err == (
+        "warning: ignored 1 symlink(s) that lead to a folder, nowhere, or out of the folder "
+        f"searched: {root / 'kittens'}\n"
+    )
+
+
+def test_symlinks_out_of_the_folder_are_not_followed(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    outside = _two_classes(tmp_path / "elsewhere")
+    (root / "cats" / "borrowed").symlink_to(outside / "cats")  # a folder outside
+    (root / "birds").symlink_to(outside / "dogs")  # a class folder outside
+    (root / "dogs" / "borrowed.png").symlink_to(outside / "dogs" / "plain_0.png")  # a file outside
+    (root / "dogs" / "alias.png").symlink_to(root / "cats" / "plain_0.png")  # inside: read
+    dataset = load_image_folder(root, 8, "skip")
+    assert dataset.class_names == ["cats", "dogs"]
+    assert str(root / "dogs" / "alias.png") in dataset.sources and len(dataset.sources) == 7
+    skipped = [root / "birds", root / "cats" / "borrowed", root / "dogs" / "borrowed.png"]
+    assert capsys.readouterr().err == (
+        "warning: ignored 3 symlink(s) that lead to a folder, nowhere, or out of the folder "
+        f"searched: {', '.join(map(str, skipped))}\n"
+    )
+
+
+def test_symlink_loops_end(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    (root / "cats" / "again").symlink_to(root / "cats")  # a folder loop
+    (root / "dogs" / "a.png").symlink_to(root / "dogs" / "b.png")  # a file loop
+    (root / "dogs" / "b.png").symlink_to(root / "dogs" / "a.png")
+    assert _image_count(root) == 6
+    assert "ignored 3 symlink(s)" in capsys.readouterr().err
+
+
+def test_files_that_are_not_images_are_listed_once_with_the_count(tmp_path, capsys):
+    root = _two_classes(tmp_path / "images")
+    for name in ["cats/a.txt", "cats/b.csv", "cats/c.json", "dogs/d.txt", "dogs/e", "dogs/f.md"]:
+        (root / name).write_text("not an image")
+    assert _image_count(root) == 6
+    shown = ", ".join(str(root / n) for n in ["cats/a.txt", "cats/b.csv", "cats/c.json"])
+    shown += f", {root / 'dogs/d.txt'}, {root / 'dogs/e'}"
+    assert capsys.readouterr().err == (
+        f"warning: ignored 6 file(s) that are not images: {shown} (first 5 shown)\n"
+    )
+
+
+def test_a_decompression_bomb_is_one_clean_unreadable_line(tmp_path, capsys, monkeypatch):
+    root = _two_classes(tmp_path / "images")  # 8 x 8 = 64 pixels each
+    Image.new("RGB", (12, 12)).save(root / "cats" / "big.png")  # over the limit: a warning in PIL
+    Image.new("RGB", (30, 30)).save(root / "dogs" / "huge.png")  # over twice the limit: an error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with warnings.catch_warnings(record=True) as python_warnings:
+        warnings.simplefilter("always")
+        assert _image_count(root) == 6
+    assert python_warnings == []
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: skipped unreadable image {root / name} (too large: more than 100 pixels)"
+        for name in ["cats/big.png", "dogs/huge.png"]
+    ]
+    with pytest.raises(PipelineError, match="big.png \\(too large: more than 100 pixels\\)"):
+        load_image_folder(root, 8, "error")
 
 
 def test_cifar100_tarball_gives_100_fine_classes(tmp_path):

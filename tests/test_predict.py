@@ -66,6 +66,7 @@ def run(pipeline, tmp_path_factory):
         str(known),
     }
     result.broken, result.known, result.csv = folder / "broken.png", str(known), out_csv
+    result.notes = folder / "notes.txt"
     return result
 
 
@@ -87,8 +88,9 @@ def test_one_line_per_readable_image_with_ranked_cifar_classes(run):
 def test_corrupt_image_is_skipped_with_a_warning(run):
     assert run.returncode == 0, run.stderr
     warnings = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1, run.stderr
-    assert warnings[0].startswith(f"warning: skipped unreadable image {run.broken}")
+    assert len(warnings) == 2, run.stderr
+    assert warnings[0] == f"warning: ignored 1 file(s) that are not images: {run.notes}"
+    assert warnings[1].startswith(f"warning: skipped unreadable image {run.broken}")
     assert str(run.broken) not in run.stdout
 
 

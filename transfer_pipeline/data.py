@@ -5,14 +5,17 @@ TensorFlow-free on purpose: the prepare stage starts in a second and bad input f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import pickle
 import sys
 import tarfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,6 @@ from .progress import ProgressBar
 
 SPLITS = ("train", "val", "test")
 DOWNLOAD_DIR = Path("data/downloads")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 @dataclass
@@ -183,17 +185,29 @@ def _read_dir_members(path: Path, wanted: list[str]) -> dict[str, bytes]:
 
 # --------------------------------------------------------------------------- image folders
 
+SIXTEEN_BIT_FULL_SCALE = 65535  # 16-bit images, and 32-bit integer ("I") images, are 0..65535
+FORMATS_EXAMPLE = "any format Pillow reads: .jpg .png .tif .webp .bmp ..."
+SHOWN_PER_WARNING = 5
+
 
 def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
-    """One subfolder per class; every readable image is converted to RGB and resized to size."""
+    """One subfolder per class; every readable image is converted to RGB and resized to size.
+
+    Hidden entries are ignored; a symlinked folder is never a class nor searched (see
+    image_files_under for symlinked files).
+    """
     if not root.is_dir():
         raise PipelineError(f"data.source {root} is not a folder of class subfolders")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    class_dirs = [e for e in entries if e.is_dir() and not e.is_symlink()]
     if len(class_dirs) < 2:
         raise PipelineError(f"{root} needs at least two class subfolders, found {len(class_dirs)}")
+    per_class = [image_files_under(class_dir, root) for class_dir in class_dirs]
+    linked_dirs = [e for e in entries if e.is_dir() and e.is_symlink()]
+    FolderListing.merged([FolderListing(symlinks_not_followed=linked_dirs), *per_class]).warn()
     images, labels, sources, bad = [], [], [], []
-    for label, class_dir in enumerate(class_dirs):
-        for path in image_files_under(class_dir):
+    for label, listing in enumerate(per_class):
+        for path in listing.images:
             try:
                 images.append(read_image(path, size))
             except UnreadableImage as error:
@@ -214,7 +228,7 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
     if empty:
         raise PipelineError(
             f"class folder(s) {', '.join(empty)} have no readable images "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder(s)"
+            f"({FORMATS_EXAMPLE}); add images or remove the folder(s)"
         )
     return Dataset(
         np.stack(images), np.asarray(labels, np.int64), [d.name for d in class_dirs], sources
@@ -222,16 +236,86 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
 
 
 class UnreadableImage(PipelineError):
-    """An image file PIL cannot decode; the message is '<path> (<error type>)'."""
+    """An image file PIL cannot decode; the message is '<path> (<reason>)'."""
 
 
-def image_files_under(folder: Path) -> list[Path]:
-    """Every image file below a folder (recursive, by suffix), in a stable order."""
-    return [
-        path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    ]
+@dataclass
+class FolderListing:
+    """What a search of folders found: the image files, and what it passed over."""
+
+    images: list[Path] = field(default_factory=list)
+    not_images: list[Path] = field(default_factory=list)
+    symlinks_not_followed: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def merged(cls, listings: list[FolderListing]) -> FolderListing:
+        return cls(
+            [path for listing in listings for path in listing.images],
+            [path for listing in listings for path in listing.not_images],
+            [path for listing in listings for path in listing.symlinks_not_followed],
+        )
+
+    def warn(self) -> None:
+        """One warning line for the files that are not images, one for the symlinks skipped."""
+        _warn_ignored(self.not_images, "file(s) that are not images")
+        _warn_ignored(
+            self.symlinks_not_followed,
+            "symlink(s) that lead to a folder, nowhere, or out of the folder searched",
+        )
+
+
+def _warn_ignored(paths: list[Path], what: str) -> None:
+    if not paths:
+        return
+    shown = ", ".join(str(p) for p in paths[:SHOWN_PER_WARNING])
+    more = f" (first {SHOWN_PER_WARNING} shown)" if len(paths) > SHOWN_PER_WARNING else ""
+    print(f"warning: ignored {len(paths)} {what}: {shown}{more}", file=sys.stderr, flush=True)
+
+
+def image_files_under(folder: Path, root: Path | None = None) -> FolderListing:
+    """Every image file below a folder (recursive, by suffix), in a stable order.
+
+    Files and folders whose name starts with "." are ignored. Symlinked folders are not searched
+    (no loops, no escape); a symlinked file is read only if it leads to a file inside root
+    (default: the folder itself).
+    """
+    inside = Path(os.path.realpath(root or folder))
+    suffixes = image_suffixes()
+    listing = FolderListing()
+    for parent, dir_names, file_names in os.walk(folder):
+        here = Path(parent)
+        dir_names[:] = sorted(name for name in dir_names if not name.startswith("."))
+        listing.symlinks_not_followed += [here / d for d in dir_names if (here / d).is_symlink()]
+        for path in (here / name for name in file_names if not name.startswith(".")):
+            if path.is_symlink() and not _leads_to_a_file_inside(path, inside):
+                listing.symlinks_not_followed.append(path)
+            elif path.suffix.lower() in suffixes:
+                listing.images.append(path)
+            else:
+                listing.not_images.append(path)
+    for paths in (listing.images, listing.not_images, listing.symlinks_not_followed):
+        paths.sort()
+    return listing
+
+
+def _leads_to_a_file_inside(link: Path, folder: Path) -> bool:
+    target = Path(os.path.realpath(link))
+    return target.is_file() and target.is_relative_to(folder)
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """The suffixes of every format this Pillow can decode, from Pillow's own registry."""
+    from PIL import Image, ImageFile
+
+    def decodes(format_name: str) -> bool:
+        factory = Image.OPEN.get(format_name, (None,))[0]
+        stub = isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+        return factory is not None and not stub  # stubs (HDF5, GRIB, WMF...) need a handler
+
+    return frozenset(
+        suffix for suffix, name in Image.registered_extensions().items() if decodes(name)
+    )
 
 
 def read_image(path: Path, size: int) -> np.ndarray:
@@ -239,15 +323,14 @@ def read_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return resize_for_model(image, size)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return resize_for_model(image, size)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
+        raise UnreadableImage(f"{path} ({reason})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UnreadableImage(f"{path} ({type(error).__name__})") from None
 
 
@@ -255,8 +338,30 @@ def resize_for_model(image, size: int) -> np.ndarray:
     """The one resize used by prepare and predict: RGB, bilinear, square size x size, uint8."""
     from PIL import Image
 
-    image.load()
-    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+    return np.asarray(rgb_as_viewed(image).resize((size, size), Image.BILINEAR), np.uint8)
+
+
+def rgb_as_viewed(image):
+    """RGB as a viewer shows the image: EXIF orientation applied, 16-bit and float images scaled
+    to 8 bit, transparency composited on white."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "F" or image.mode == "I" or image.mode.startswith("I;16"):
+        image = _to_8_bit_gray(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        on_white = Image.new("RGBA", image.size, "white")
+        return Image.alpha_composite(on_white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_8_bit_gray(image):
+    """Float images ("F") span 0..1; integer ones ("I;16...", "I") 0..65535; both clipped."""
+    from PIL import Image
+
+    full_scale = 1.0 if image.mode == "F" else SIXTEEN_BIT_FULL_SCALE
+    pixels = np.asarray(image, np.float64) * (255 / full_scale)
+    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
 
 
 # --------------------------------------------------------------------------- splitting

@@ -3,7 +3,8 @@
     tl-predict [--model models/fine_tuned.keras] [--classes data/prepared/classes.json]
                [--top-k 3] [--csv out.csv] PATH...
 
-PATH is an image file or a folder (searched recursively for .jpg .jpeg .png .bmp .gif .webp).
+PATH is an image file or a folder, searched recursively for every format Pillow reads (hidden
+files and symlinked folders are skipped).
 Each image is resized exactly as the prepare stage resized the training images.
 """
 
@@ -54,22 +55,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """The given files as they are, plus every image file under the given folders, no duplicates."""
-    from .data import IMAGE_SUFFIXES, image_files_under
+    """The given files as they are, plus every image file under the given folders, no duplicates.
+
+    Folders are searched as prepare searches a class folder (data.image_files_under).
+    """
+    from .data import FORMATS_EXAMPLE, FolderListing, image_files_under
 
     found: dict[Path, None] = {}
+    listings = []
     for path in paths:
         if path.is_dir():
-            for child in image_files_under(path):
+            listing = image_files_under(path)
+            listings.append(listing)
+            for child in listing.images:
                 found.setdefault(child)
         elif path.is_file():
             found.setdefault(path)
         else:
             raise PipelineError(f"{path} does not exist; give image files or folders of images")
+    FolderListing.merged(listings).warn()
     if not found:
         raise PipelineError(
-            f"no image files ({' '.join(sorted(IMAGE_SUFFIXES))}) in "
-            f"{', '.join(str(p) for p in paths)}"
+            f"no image files ({FORMATS_EXAMPLE}) in {', '.join(str(p) for p in paths)}"
         )
     return list(found)
 
