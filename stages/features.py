@@ -39,7 +39,7 @@ def main() -> None:
     from transfer_pipeline.data import SPLITS, load_split
     from transfer_pipeline.features import extract_features
     from transfer_pipeline.model import build_feature_extractor
-    from transfer_pipeline.training import save_model
+    from transfer_pipeline.saving import save_model
 
     strategy = compute.configure(params)
     model = params["model"]

@@ -36,6 +36,7 @@ def main() -> None:
     from transfer_pipeline import compute
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
+    from transfer_pipeline.saving import save_model
     from transfer_pipeline.training import (
         AfterEpochHook,
         ArrayBatches,
@@ -46,8 +47,6 @@ def main() -> None:
         fingerprint,
         one_hot,
         optimizer,
-        save_model,
-        without_optimizer,
         write_history,
     )
 
@@ -68,7 +67,7 @@ def main() -> None:
     with strategy.scope():
         if resume:
             print(f"fine_tune: resuming after epoch {resume['epochs_done']} from {RESUME_DIR}")
-            model = load_model(checkpoints.latest_model_path())
+            model = checkpoints.load_latest()
         else:
             extractor, head = load_model(args.extractor), load_model(args.head)
             augment_seed = params["seed"] if settings["augment"] else None
@@ -120,7 +119,7 @@ def main() -> None:
     model.load_weights(checkpoints.best_weights_path())  # keep the best epoch by val accuracy
     at_best = state["history"][best["epoch"] - 1]
     with outputs:
-        save_model(without_optimizer(model), outputs.path(args.model))
+        save_model(model, outputs.path(args.model))  # no optimizer state: see saving.py
         write_history(outputs.path(args.history), state["history"])
         outputs.write_json(
             args.metrics,

@@ -29,6 +29,7 @@ def main() -> None:
     from transfer_pipeline import compute
     from transfer_pipeline.data import load_class_names, load_features, load_split
     from transfer_pipeline.model import build_head
+    from transfer_pipeline.saving import save_model
     from transfer_pipeline.training import (
         AfterEpochHook,
         ArrayBatches,
@@ -37,7 +38,6 @@ def main() -> None:
         history_rows,
         one_hot,
         optimizer,
-        save_model,
         write_history,
     )
 

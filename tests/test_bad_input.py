@@ -17,6 +17,14 @@ def broken(pipeline, tmp_path_factory):
     yield repo
 
 
+@pytest.fixture(autouse=True)
+def restore(broken):
+    """Each case starts from the committed params, whether the one before passed or failed."""
+    yield
+    broken.git("checkout", "params.yaml")
+    (broken.path / "data/raw/truncated.tar.gz").unlink(missing_ok=True)
+
+
 def _fails_cleanly(repo, expected: str, env=None):
     result = repo.dvc("repro", check=False, env=env)
     output = result.stdout + result.stderr
@@ -26,7 +34,6 @@ def _fails_cleanly(repo, expected: str, env=None):
     assert expected in ours[0], ours[0]
     assert "Traceback" not in output
     assert repo.snapshot() == repo.good_outputs  # the last good outputs are untouched
-    repo.git("checkout", "params.yaml")
     return ours[0]
 
 
@@ -41,7 +48,6 @@ def test_truncated_tarball_is_reported_as_truncated(broken):
     (broken.path / "data/raw/truncated.tar.gz").write_bytes(whole[: len(whole) // 2])
     broken.set_params({"data": {"source": "data/raw/truncated.tar.gz", "md5": None}})
     _fails_cleanly(broken, "truncated or corrupt")
-    (broken.path / "data/raw/truncated.tar.gz").unlink()
 
 
 def test_missing_source_path(broken):

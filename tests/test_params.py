@@ -4,7 +4,15 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from transfer_pipeline.params import ParamError, validate
+from transfer_pipeline import params as params_module
+from transfer_pipeline.params import (
+    CIFAR100_MD5,
+    CIFAR100_URL,
+    ParamError,
+    load_params,
+    params_unchanged,
+    validate,
+)
 
 
 def default_params():
@@ -40,6 +48,10 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
             "model.image_size = 32 is too small for xception; expected >= 71",
         ),
         ("model", "weights", "/tmp/x.h5", "under weights/"),
+        ("model", "weights", "weights/../../x.h5", "without '..'"),
+        ("data", "source", "/home/me/cifar-10-python.tar.gz", "a URL or a path under data/raw/"),
+        ("data", "source", "data/raw/../../x.tar.gz", "without '..'"),
+        ("data", "source", "data/raw", "a URL or a path under data/raw/"),
         ("data", "dataset", "mnist", "data.dataset = 'mnist' is not allowed"),
         ("fine_tune", "unfreeze", "some", "all, or an integer >= 1"),
         ("data", "md5", "abc", "32-character"),
@@ -62,3 +74,21 @@ def test_all_problems_are_reported_at_once():
     assert (
         "lr = 0" in message and "fine_tune.batch_size" in message and "seed is missing" in message
     )
+
+
+def test_cifar100_with_the_default_source_uses_the_official_cifar100_url_and_md5():
+    raw = default_params()
+    raw["data"]["dataset"] = "cifar100"
+    data = validate(raw)["data"]
+    assert data["source"] == CIFAR100_URL and data["md5"] == CIFAR100_MD5
+
+
+def test_params_changed_after_loading_are_detected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(params_module, "_loaded", {})  # this process's record only
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params()))
+    load_params()
+    params_unchanged("train_head")  # unchanged: passes
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**default_params(), "lr": 0.002}))
+    with pytest.raises(ParamError, match="params.yaml changed while train_head ran"):
+        params_unchanged("train_head")

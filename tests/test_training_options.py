@@ -6,6 +6,7 @@ import pytest
 from keras import layers
 
 from transfer_pipeline.model import (
+    augmentation,
     backbone_of,
     build_classifier,
     build_feature_extractor,
@@ -48,6 +49,16 @@ def test_unfreezing_top_n_layers_trains_only_those_and_never_batchnorm(extractor
     trainable_layers = [layer for layer in base.layers if layer.trainable_weights]
     assert len(trainable_layers) > 30
     base.trainable = False
+
+
+def test_augmentation_changes_images_in_training_mode_only():
+    images = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3)).astype("float32")
+    augment = augmentation(seed=1)
+    trained = [keras.ops.convert_to_numpy(augment(images, training=True)) for _ in range(2)]
+    assert not np.allclose(trained[0], images)
+    assert not np.allclose(trained[0], trained[1])  # a new draw on every call
+    inferred = keras.ops.convert_to_numpy(augment(images, training=False))
+    np.testing.assert_array_equal(inferred, images)
 
 
 def test_augmentation_is_active_in_training_only(extractor):

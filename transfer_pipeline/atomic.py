@@ -129,7 +129,7 @@ class StageOutputs:
             if isinstance(error, OSError) and _is_write_failure(error):
                 raise PipelineError(
                     f"{self.stage}: writing {', '.join(map(str, self.targets))} failed "
-                    f"({_reason(error)}); nothing was replaced. Free disk space (or raise the "
+                    f"({_reason(error, self.targets[0].parent)}); nothing was replaced. Free disk space (or raise the "
                     "file size limit) and run again"
                 ) from None
             return False
@@ -153,16 +153,25 @@ class StageOutputs:
 
 
 def _is_write_failure(error: OSError) -> bool:
-    # NumPy reports a short write as a bare OSError("... requested and ... written").
-    return error.errno in _FULL or (error.errno is None and "written" in str(error))
+    # NumPy reports a failed write as a bare OSError ("problem writing element ...").
+    return error.errno in _FULL or error.errno is None
 
 
-def _reason(error: OSError) -> str:
+def _reason(error: OSError, folder: Path) -> str:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full"
-    if error.errno == errno.EFBIG:
+    if error.errno == errno.EFBIG or _file_size_limited():
         return "file size limit reached"
-    return f"short write: {error}"
+    if shutil.disk_usage(folder).free < 64 << 20:
+        return "the disk is full"
+    return f"a write failed: {error}"
+
+
+def _file_size_limited() -> bool:
+    import resource  # POSIX only, like the limit itself
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
 
 
 def write_json_file(target, data) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .atomic import write_json_file
 from .errors import PipelineError
+from .model import load_model
 from .progress import format_seconds
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -147,8 +148,13 @@ class Checkpoints(keras.callbacks.Callback):
         self.state = state
         return state
 
-    def latest_model_path(self) -> Path:
-        return self.folder / self.state["latest"]
+    def load_latest(self) -> keras.Model:
+        """The model after the last completed epoch, optimizer and random-number state included
+        (Keras does not restore dropout's and augmentation's seed state on load)."""
+        model = load_model(self.folder / self.state["latest"])
+        for variable, value in zip(_seed_states(model), self.state["seed_states"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        return model
 
     def best_weights_path(self) -> Path | None:
         best = self.state.get("best")
@@ -175,6 +181,9 @@ class Checkpoints(keras.callbacks.Callback):
             "history": self.state["history"] + [{"epoch": epoch + 1, **logs}],
             "best": best,
             "latest": latest,
+            "seed_states": [
+                keras.ops.convert_to_numpy(v).tolist() for v in _seed_states(self.model)
+            ],
         }
         # state.json is the commit point: written atomically after the files it names.
         write_json_file(self.folder / "state.json", self.state)
@@ -189,6 +198,11 @@ class Checkpoints(keras.callbacks.Callback):
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _seed_states(model: keras.Model) -> list:
+    """The state variables of every random layer (dropout, augmentation), in model order."""
+    return [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
 
 
 def fingerprint(params_subset: dict, files: list[Path]) -> str:
@@ -207,10 +221,6 @@ def write_history(path, history: list[dict]) -> None:
     frame.to_csv(path, index=False, float_format="%.6g")
 
 
-def save_model(model: keras.Model, path) -> None:
-    model.save(path)
-
-
 class AfterEpochHook(keras.callbacks.Callback):
     """For tests: ``TL_AFTER_EPOCH="<stage>:<epoch>:<shell command>"`` runs the command once that
     epoch (and its checkpoint) is complete, e.g. ``kill -KILL $PPID`` to stop a run at a
@@ -224,14 +234,6 @@ class AfterEpochHook(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.epoch:
             subprocess.run(self.command, shell=True, check=False)
-
-
-def without_optimizer(model: keras.Model) -> keras.Model:
-    """An uncompiled copy with the same weights: the saved model is 3x smaller without Adam's
-    moments, and evaluate/predict never need them (resuming uses the checkpoints instead)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def history_rows(history: keras.callbacks.History) -> list[dict]:

@@ -1,0 +1,246 @@
+"""The pipeline never destroys what it did not make, and every fault is one line, nothing lost.
+
+Stages and `tl-predict` run as a user runs them (real subprocesses, real `dvc`), on copies of
+the tiny pipeline.
+"""
+
+import hashlib
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TARBALL, tool_env
+from PIL import Image
+
+from transfer_pipeline.atomic import MARKER, StageOutputs, check_replaceable
+from transfer_pipeline.errors import PipelineError
+
+
+def _run(repo, *args, env=None, limit_bytes=None):
+    def limit():  # a tiny file-size limit: "disk full" without root (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=repo.path,
+        env={**tool_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit if limit_bytes else None,
+    )
+
+
+def _one_error_line(result) -> str:
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(ours) == 1, result.stderr
+    return ours[0]
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _no_partials(repo) -> None:
+    assert not [p for p in repo.path.rglob(".partial-*") if ".dvc" not in p.parts]
+
+
+@pytest.fixture
+def photos(pipeline_copy):
+    """A user's folder of photos inside the project, not tracked by anything."""
+    folder = pipeline_copy.path / "my_photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(
+            folder / f"photo_{i}.png"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+def test_predict_csv_naming_the_photo_folder_refuses_and_keeps_every_photo(pipeline_copy, photos):
+    before = _tree(photos)
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", photos)
+    assert "give a file name ending in .csv" in _one_error_line(result)
+    assert _tree(photos) == before and result.stdout == ""
+
+
+def test_predict_csv_naming_an_input_image_refuses_and_keeps_it(pipeline_copy, photos):
+    image = photos / "photo_0.png"
+    before = image.read_bytes()
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", image)
+    _one_error_line(result)
+    assert image.read_bytes() == before
+
+
+def test_predict_csv_that_is_an_input_folder_refuses(pipeline_copy, photos):
+    folder = photos.rename(photos.with_name("photos.csv"))  # a folder that looks like a CSV
+    before = _tree(folder)
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", folder, "--csv", folder)
+    assert "it is or contains the input" in _one_error_line(result)
+    assert _tree(folder) == before
+
+
+def test_stage_run_by_hand_on_the_data_folder_deletes_nothing(pipeline_copy):
+    repo = pipeline_copy
+    mine = repo.path / "data/new_images/cats"  # a folder not yet added to DVC
+    mine.mkdir(parents=True)
+    (mine / "cat.png").write_bytes(b"my cat")
+    before = _tree(repo.path / "data")
+    result = _run(repo, "-m", "stages.prepare", "data", "metrics/prepare.json")
+    line = _one_error_line(result)
+    assert "refusing to replace data" in line and MARKER in line
+    assert _tree(repo.path / "data") == before
+    assert (repo.path / TARBALL).is_file() and (repo.path / f"{TARBALL}.dvc").is_file()
+
+
+@pytest.mark.parametrize("target", [TARBALL, "weights/new.h5", "data/raw/split.json"])
+def test_outputs_under_data_raw_or_weights_are_refused(pipeline_copy, target):
+    result = _run(pipeline_copy, "-m", "stages.prepare", "data/prepared", target)
+    assert "which holds your data" in _one_error_line(result)
+
+
+def test_a_folder_output_replaces_only_empty_or_marked_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "thesis.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="was not made by this pipeline"):
+        check_replaceable(users, folder=True)
+    with pytest.raises(PipelineError, match="it is a folder and this output is a file"):
+        check_replaceable(users, folder=False)
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty", folder=True)
+    with StageOutputs("test", folders=[tmp_path / "made"]) as outputs:
+        (outputs.path(tmp_path / "made") / "a.npy").write_bytes(b"1")
+    assert (tmp_path / "made" / MARKER).is_file()
+    with StageOutputs("test", folders=[tmp_path / "made"]) as outputs:  # its own: replaced
+        (outputs.path(tmp_path / "made") / "b.npy").write_bytes(b"2")
+    assert sorted(p.name for p in (tmp_path / "made").iterdir()) == [MARKER, "b.npy"]
+    assert (users / "thesis.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- one line, nothing lost
+
+
+def test_disk_full_while_writing_the_split_replaces_nothing(pipeline_copy):
+    repo = pipeline_copy
+    good = repo.snapshot()
+    result = _run(
+        repo, "-m", "stages.prepare", "data/prepared", "metrics/prepare.json", limit_bytes=1 << 18
+    )
+    line = _one_error_line(result)
+    assert "prepare: writing" in line and "data/prepared" in line
+    assert "nothing was replaced" in line
+    assert "file size limit reached" in line
+    assert repo.snapshot() == good
+    _no_partials(repo)
+
+
+def test_disk_full_while_writing_features_replaces_nothing(pipeline_copy):
+    repo = pipeline_copy
+    good = repo.snapshot()
+    args = ["data/prepared", "data/features", "models/feature_extractor.keras"]
+    result = _run(
+        repo, "-m", "stages.features", *args, "metrics/features.json", limit_bytes=1 << 18
+    )
+    line = _one_error_line(result)
+    assert "features: writing" in line and "nothing was replaced" in line
+    assert repo.snapshot() == good
+    _no_partials(repo)
+
+
+def test_truncated_model_names_the_file_and_the_stage_that_rebuilds_it(pipeline_copy):
+    repo = pipeline_copy
+    head = repo.path / "models/head.keras"
+    head.write_bytes(head.read_bytes()[: head.stat().st_size // 2])
+    good = repo.snapshot()
+    result = repo.dvc("repro", "-s", "fine_tune", check=False)
+    line = _one_error_line(result)
+    assert "models/head.keras is not a readable Keras model" in line
+    assert "dvc repro -f -s train_head" in line and "dvc checkout models/head.keras" in line
+    assert repo.snapshot() == good
+
+
+def test_corrupt_features_fail_evaluate_and_nothing_is_recorded(pipeline_copy):
+    repo = pipeline_copy
+    features = repo.path / "data/features/test.npy"
+    features.write_bytes(features.read_bytes()[:200])  # header intact, rows missing
+    lock = (repo.path / "dvc.lock").read_text()
+    good = repo.snapshot()
+    result = repo.dvc("repro", "-s", "evaluate", check=False)
+    line = _one_error_line(result)
+    assert "data/features/test.npy" in line and "truncated or corrupt" in line
+    assert "dvc repro -f -s features" in line
+    assert (repo.path / "dvc.lock").read_text() == lock
+    assert repo.snapshot() == good
+
+
+def test_predict_with_the_head_instead_of_the_classifier(pipeline, tmp_path):
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(image)
+    result = _run(
+        pipeline, "-m", "transfer_pipeline.predict", "--model", "models/head.keras", image
+    )
+    assert "is not an image classifier" in _one_error_line(result)
+
+
+def test_predict_with_a_corrupt_model_file(pipeline, tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes((pipeline.path / "models/fine_tuned.keras").read_bytes()[:5000])
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(image)
+    result = _run(pipeline, "-m", "transfer_pipeline.predict", "--model", broken, image)
+    assert f"{broken} is not a readable Keras model" in _one_error_line(result)
+
+
+def test_unwritable_csv_fails_before_any_prediction(pipeline, tmp_path):
+    image = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(image)
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("a file, not a folder")
+    result = _run(
+        pipeline, "-m", "transfer_pipeline.predict", image, "--csv", not_a_folder / "out.csv"
+    )
+    assert f"cannot write {not_a_folder / 'out.csv'}" in _one_error_line(result)
+    assert result.stdout == ""
+
+
+def test_ctrl_c_during_training_says_interrupted_and_replaces_nothing(pipeline_copy):
+    repo = pipeline_copy
+    repo.set_params({"lr": 0.002})
+    good = repo.snapshot()
+    interrupt = {"TL_AFTER_EPOCH": "train_head:1:kill -INT $PPID"}
+    result = repo.dvc("repro", check=False, env=interrupt)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "error: interrupted; nothing replaced" in ours, result.stderr
+    assert "exited with 130" in result.stderr or "130" in result.stderr
+    assert repo.snapshot() == good
+    _no_partials(repo)
+
+
+def test_params_edited_while_a_stage_runs_fail_it_and_nothing_is_recorded(pipeline_copy):
+    repo = pipeline_copy
+    repo.set_params({"lr": 0.002})
+    lock = (repo.path / "dvc.lock").read_text()
+    good = repo.snapshot()
+    edit = {"TL_AFTER_EPOCH": "train_head:1:sed -i 's/^lr: .*/lr: 0.003/' params.yaml"}
+    result = repo.dvc("repro", check=False, env=edit)
+    line = _one_error_line(result)
+    assert "params.yaml changed while train_head ran; nothing recorded" in line
+    assert "run `dvc repro` again" in line
+    assert (repo.path / "dvc.lock").read_text() == lock
+    assert repo.snapshot() == good

@@ -1,0 +1,119 @@
+"""Stage outputs saved by `save_model`: same model, same bytes; no optimizer state inside."""
+
+import hashlib
+import io
+import time
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from transfer_pipeline.model import (
+    backbone_of,
+    build_classifier,
+    build_feature_extractor,
+    build_head,
+    unfreeze,
+)
+from transfer_pipeline.saving import save_model
+from transfer_pipeline.training import one_hot
+
+SIDE, CLASSES = 32, 3
+
+
+def _extractor(seed: int = 0) -> keras.Model:
+    """A small random-weight extractor; the same seed in a clean session gives the same model."""
+    keras.backend.clear_session()  # layer names restart from "dense", as in a fresh process
+    keras.utils.set_random_seed(seed)
+    return build_feature_extractor("mobilenet_v2", SIDE, SIDE, None)
+
+
+def _md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _h5_groups(path) -> list[str]:
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as member:
+        with h5py.File(io.BytesIO(member.read()), "r") as weights:
+            names = []
+            weights.visit(names.append)
+    return names
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    extractor = _extractor()
+    save_model(extractor, tmp_path / "first.keras")
+    time.sleep(2)  # zip entry times have a 2 s resolution, Keras' date_saved 1 s
+    save_model(extractor, tmp_path / "again.keras")
+    save_model(_extractor(), tmp_path / "rebuilt.keras")
+    assert _md5(tmp_path / "first.keras") == _md5(tmp_path / "again.keras")
+    assert _md5(tmp_path / "first.keras") == _md5(tmp_path / "rebuilt.keras")
+
+    kernel = extractor.weights[0]
+    values = keras.ops.convert_to_numpy(kernel)
+    values.flat[0] += 1e-3
+    kernel.assign(values)
+    save_model(extractor, tmp_path / "changed.keras")
+    assert _md5(tmp_path / "changed.keras") != _md5(tmp_path / "first.keras")
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """Extractor, head and classifier trained like train_head and fine_tune (one eager step
+    each: the optimizer state is what counts here), saved as stage outputs."""
+    folder = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, SIDE, SIDE, 3), dtype=np.uint8)
+    labels = one_hot(rng.integers(0, CLASSES, len(images)), CLASSES)
+    extractor = _extractor()
+    head = build_head(extractor.output.shape[-1], [16], 0.1, CLASSES)
+    head.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
+    features = rng.normal(size=(len(images), head.input.shape[-1]))
+    head.fit(features, labels, batch_size=16, verbose=0)
+    save_model(extractor, folder / "extractor.keras")
+    save_model(head, folder / "head.keras")
+    # The head stays compiled with its Adam state, nested in the classifier: dropped too.
+    classifier = build_classifier(extractor, head, augment_seed=0)
+    unfreeze(backbone_of(extractor), "all")
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", run_eagerly=True
+    )
+    classifier.fit(images, labels, batch_size=16, verbose=0)
+    save_model(classifier, folder / "fine_tuned.keras")
+    return {"folder": folder, "model": classifier, "images": images}
+
+
+def test_saved_model_reloads_in_safe_mode_with_identical_predictions(fine_tuned):
+    path = fine_tuned["folder"] / "fine_tuned.keras"
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert not reloaded.compiled
+    images = fine_tuned["images"]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(reloaded(images, training=False)),
+        keras.ops.convert_to_numpy(fine_tuned["model"](images, training=False)),
+    )
+
+
+def test_fine_tuned_model_carries_no_optimizer_state(fine_tuned, tmp_path):
+    folder = fine_tuned["folder"]
+    parts = sum((folder / name).stat().st_size for name in ("extractor.keras", "head.keras"))
+    size = (folder / "fine_tuned.keras").stat().st_size
+    assert size == pytest.approx(parts, rel=0.1)
+    fine_tuned["model"].save(tmp_path / "with_optimizer.keras")  # as the resume checkpoints
+    assert (tmp_path / "with_optimizer.keras").stat().st_size > 2.5 * size, "Adam's 2 moments"
+    for name in ("fine_tuned.keras", "head.keras"):
+        groups = _h5_groups(folder / name)
+        assert any(group.endswith("/vars") for group in groups)
+        assert not [group for group in groups if "optimizer" in group.split("/")], name
+
+
+def test_rerunning_features_leaves_the_rest_of_the_pipeline_up_to_date(pipeline_copy):
+    """Same extractor, same bytes: a forced rerun of features does not cascade into fine_tune."""
+    repo = pipeline_copy
+    extractor = repo.path / "models/feature_extractor.keras"
+    before = hashlib.md5(extractor.read_bytes()).hexdigest()
+    repo.dvc("repro", "-f", "-s", "features")
+    assert hashlib.md5(extractor.read_bytes()).hexdigest() == before
+    assert repo.dvc("status", "--json").stdout.strip() == "{}"
