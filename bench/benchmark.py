@@ -33,8 +33,8 @@ import tensorflow as tf  # noqa: E402
 from synthetic import class_images  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
+from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
 from transfer_pipeline.model import build_classifier, build_feature_extractor, build_head  # noqa: E402
-from transfer_pipeline.training import ArrayBatches, one_hot  # noqa: E402
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 20) -> float:

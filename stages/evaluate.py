@@ -1,7 +1,7 @@
 """Stage evaluate: test-set metrics of the fine-tuned model and of the head alone.
 
     python -m stages.evaluate data/prepared data/features models/head.keras \
-        models/fine_tuned.keras metrics/evaluate.json plots/confusion.csv eval/predictions.npz
+        models/fine_tuned.keras dvclive/evaluate eval/per_class.csv eval/predictions.npz
 """
 
 import argparse
@@ -15,13 +15,16 @@ from transfer_pipeline.params import load_params
 @exit_on_pipeline_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("prepared", "features", "head", "model", "metrics", "confusion", "predictions"):
+    for name in ("prepared", "features", "head", "model"):
         parser.add_argument(name, type=Path)
+    parser.add_argument("live", type=Path, help="DVCLive folder: metrics.json, confusion plot")
+    parser.add_argument("per_class", type=Path, help="output CSV: precision/recall/F1 per class")
+    parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params("evaluate")
     outputs = StageOutputs(
         "evaluate",
-        files=[args.metrics, args.confusion, args.predictions],
+        files=[args.per_class, args.predictions],
         inputs=[args.prepared, args.features, args.head, args.model],
     )
 
@@ -29,30 +32,37 @@ def main() -> None:
 
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_class_names, load_features, load_split
-    from transfer_pipeline.evaluation import confusion_rows, summarize
+    from transfer_pipeline.evaluation import per_class_table, summarize
+    from transfer_pipeline.feeding import ArrayBatches
+    from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import load_model
-    from transfer_pipeline.training import ArrayBatches
 
     compute.configure(params)
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
-    head, model = load_model(args.head), load_model(args.model)
+    head, classifier = load_model(args.head), load_model(args.model)
     width = head.input_shape[-1]
     features = {}
     for split in SPLITS:  # all of data/features is a dependency: check every split's shape
         _, labels = load_split(args.prepared, split, mmap=True)
         features[split] = load_features(args.features, split, len(labels), width, mmap=True)
     batch = params["features"]["batch_size"]
-    fine_tuned = model.predict(ArrayBatches(test_x, None, batch), verbose=0)
+    fine_tuned = classifier.predict(ArrayBatches(test_x, None, batch), verbose=0)
     head_only = head.predict(np.asarray(features["test"]), batch_size=batch, verbose=0)
 
     with outputs:
-        outputs.write_json(args.metrics, summarize(test_y, fine_tuned, head_only, class_names))
-        confusion_rows(test_y, fine_tuned.argmax(1), class_names).to_csv(
-            outputs.path(args.confusion), index=False
+        per_class_table(test_y, fine_tuned, class_names).to_csv(
+            outputs.path(args.per_class), index=False
         )
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
+    live = open_live(args.live)
+    log_summary(live, summarize(test_y, fine_tuned, head_only))
+    names = np.asarray(class_names)
+    live.log_sklearn_plot(
+        "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
+    )
+    live.end()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Resumable: after each epoch a checkpoint goes to .resume/fine_tune/ (not a DVC o
 `dvc repro` after a crash or kill continues from the last completed epoch).
 
     python -m stages.fine_tune data/prepared models/feature_extractor.keras models/head.keras \
-        models/fine_tuned.keras metrics/fine_tune.json plots/fine_tune.csv
+        models/fine_tuned.keras dvclive/fine_tune
 """
 
 import argparse
@@ -21,34 +21,31 @@ RESUME_DIR = Path(".resume/fine_tune")
 @exit_on_pipeline_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("prepared", "extractor", "head", "model", "metrics", "history"):
+    for name in ("prepared", "extractor", "head", "model"):
         parser.add_argument(name, type=Path)
+    parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params("fine_tune")
     outputs = StageOutputs(
-        "fine_tune",
-        files=[args.model, args.metrics, args.history],
-        inputs=[args.prepared, args.extractor, args.head],
+        "fine_tune", files=[args.model], inputs=[args.prepared, args.extractor, args.head]
     )
 
     import keras
 
     from transfer_pipeline import compute
-    from transfer_pipeline.data import load_class_names, load_split
-    from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
-    from transfer_pipeline.saving import save_model
-    from transfer_pipeline.training import (
+    from transfer_pipeline.callbacks import (
         AfterEpochHook,
-        ArrayBatches,
-        Checkpoints,
         EpochLog,
         FailOnNonFiniteLoss,
-        cosine_with_warmup,
-        fingerprint,
-        one_hot,
-        optimizer,
-        write_history,
+        LiveEpochs,
     )
+    from transfer_pipeline.data import load_class_names, load_split
+    from transfer_pipeline.feeding import ArrayBatches, one_hot
+    from transfer_pipeline.live import log_epoch, log_summary, open_live
+    from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
+    from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
+    from transfer_pipeline.resume import Checkpoints, fingerprint
+    from transfer_pipeline.saving import save_model
 
     strategy = compute.configure(params)
     settings = params["fine_tune"]
@@ -58,20 +55,18 @@ def main() -> None:
 
     checkpoints = Checkpoints(
         RESUME_DIR,
-        fingerprint(
-            {k: params[k] for k in ("seed", "fine_tune", "compute")}, [args.extractor, args.head]
-        ),
+        fingerprint("fine_tune", params),
         patience=settings["early_stopping_patience"],
     )
     resume = checkpoints.resume_point()
     with strategy.scope():
         if resume:
             print(f"fine_tune: resuming after epoch {resume['epochs_done']} from {RESUME_DIR}")
-            model = checkpoints.load_latest()
+            classifier = checkpoints.load_latest()
         else:
             extractor, head = load_model(args.extractor), load_model(args.head)
             augment_seed = params["seed"] if settings["augment"] else None
-            model = build_classifier(extractor, head, augment_seed)
+            classifier = build_classifier(extractor, head, augment_seed)
             trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
             print(f"fine_tune: {trainable} backbone weight tensors trainable", flush=True)
             lr = settings["lr"]
@@ -80,7 +75,7 @@ def main() -> None:
                     lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch
                 )
             # Changing `trainable` only takes effect after compile(): compile after unfreezing.
-            model.compile(
+            classifier.compile(
                 optimizer=optimizer(lr, settings["weight_decay"]),
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=settings["label_smoothing"]
@@ -89,6 +84,9 @@ def main() -> None:
                 jit_compile=compute.jit_compile(params),
             )
     first_epoch = resume["epochs_done"] if resume else 0
+    live = open_live(args.live)  # DVC deleted it before the run: log the finished epochs again
+    for row in checkpoints.state["history"]:
+        log_epoch(live, row)
     train = ArrayBatches(
         train_x,
         one_hot(train_y, n_classes),
@@ -97,9 +95,9 @@ def main() -> None:
         first_epoch=first_epoch,
     )
     val = ArrayBatches(val_x, one_hot(val_y, n_classes), settings["batch_size"])
-    log = EpochLog("fine_tune", settings["epochs"], len(train_x))
+    log = EpochLog("fine_tune", settings["epochs"], len(train_x), settings["batch_size"])
     started = time.monotonic()
-    model.fit(
+    classifier.fit(
         train,
         validation_data=val,
         epochs=settings["epochs"],
@@ -109,33 +107,27 @@ def main() -> None:
         callbacks=[
             log,
             FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"),
-            checkpoints,
+            checkpoints,  # before LiveEpochs: an epoch is logged once its checkpoint exists
+            LiveEpochs(live),
             AfterEpochHook("fine_tune"),
         ],
     )
-    seconds = time.monotonic() - started
     state = checkpoints.state
     best = state["best"]
-    model.load_weights(checkpoints.best_weights_path())  # keep the best epoch by val accuracy
-    at_best = state["history"][best["epoch"] - 1]
+    classifier.load_weights(checkpoints.best_weights_path())  # keep the best epoch (val acc.)
     with outputs:
-        save_model(model, outputs.path(args.model))  # no optimizer state: see saving.py
-        write_history(outputs.path(args.history), state["history"])
-        outputs.write_json(
-            args.metrics,
-            {
-                "epochs_run": state["epochs_done"],
-                "best_epoch": best["epoch"],
-                "val_accuracy": round(at_best["val_accuracy"], 6),
-                "val_loss": round(at_best["val_loss"], 6),
-                "train_accuracy": round(at_best["accuracy"], 6),
-                "resumed_after_epoch": first_epoch,
-                "seconds": round(seconds, 2),
-                "train_images_per_s": round(len(train_x) / min(log.durations), 1)
-                if log.durations
-                else None,
-            },
-        )
+        save_model(classifier, outputs.path(args.model))  # no optimizer state: see saving.py
+    log_summary(
+        live,
+        {
+            "best_epoch": best["epoch"],
+            "best_val_accuracy": round(state["history"][best["epoch"] - 1]["val_accuracy"], 6),
+            "resumed_after_epoch": first_epoch,
+            "seconds": round(time.monotonic() - started, 2),
+            "images_per_s": round(len(train_x) / min(log.durations), 1) if log.durations else 0,
+        },
+    )
+    live.end()
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
 
 

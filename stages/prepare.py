@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="output JSON with split sizes")
     args = parser.parse_args()
 
-    params = load_params()
+    params = load_params("prepare")
     data = params["data"]
     with StageOutputs("prepare", files=[args.metrics], folders=[args.prepared]) as outputs:
         dataset = load_dataset(params)

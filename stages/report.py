@@ -1,7 +1,7 @@
 """Stage report: a Markdown and a self-contained HTML report with tables and figures.
 
-    python -m stages.report data/prepared metrics/evaluate.json plots/train_head.csv \
-        plots/fine_tune.csv eval/predictions.npz report
+    python -m stages.report data/prepared dvclive/train_head dvclive/fine_tune dvclive/evaluate \
+        eval/per_class.csv eval/predictions.npz report
 """
 
 import argparse
@@ -15,9 +15,10 @@ from transfer_pipeline import report
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.data import load_class_names, load_split
 from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.live import read_history
 from transfer_pipeline.params import load_params, warnings_about
 
-INPUTS = ("prepared", "evaluation", "head_history", "fine_history", "predictions")
+INPUTS = ("prepared", "train_head", "fine_tune", "evaluate", "per_class", "predictions")
 
 
 @exit_on_pipeline_error
@@ -27,14 +28,14 @@ def main() -> None:
         parser.add_argument(name, type=Path)
     parser.add_argument("out", type=Path, help="output folder: report.md, report.html, *.png")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params("report")
     inputs = [getattr(args, name) for name in INPUTS]
     outputs = StageOutputs("report", folders=[args.out], inputs=inputs)
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")
 
-    evaluation = json.loads(args.evaluation.read_text())
+    evaluation = json.loads((args.evaluate / "metrics.json").read_text())
     class_names = load_class_names(args.prepared)
     test_x, _ = load_split(args.prepared, "test", mmap=True)
     predictions = np.load(args.predictions)
@@ -44,11 +45,11 @@ def main() -> None:
         dropna=False,
     ).to_numpy()
 
-    model, tune = params["model"], params["fine_tune"]
+    backbone, tune = params["model"], params["fine_tune"]
     params_rows = [
-        ("model.backbone", model["backbone"]),
-        ("model.weights", model["weights"] or "null (random initialisation)"),
-        ("model.image_size", model["image_size"]),
+        ("model.backbone", backbone["backbone"]),
+        ("model.weights", backbone["weights"] or "null (random initialisation)"),
+        ("model.image_size", backbone["image_size"]),
         ("lr (head)", params["lr"]),
         ("train_head.epochs", params["train_head"]["epochs"]),
         ("fine_tune.lr", tune["lr"]),
@@ -62,7 +63,7 @@ def main() -> None:
     figures = {
         "Training curves (head, then fine-tuning)": (
             "curves.png",
-            report.training_curves(pd.read_csv(args.head_history), pd.read_csv(args.fine_history)),
+            report.training_curves(read_history(args.train_head), read_history(args.fine_tune)),
         ),
         "Confusion matrix (fine-tuned, test set)": (
             "confusion.png",
@@ -79,9 +80,9 @@ def main() -> None:
     if wrong is not None:
         figures["Most confidently wrong test images"] = ("wrong.png", wrong)
 
-    title = f"Transfer learning: {model['backbone']} on {params['data']['dataset']}"
+    title = f"Transfer learning: {backbone['backbone']} on {params['data']['dataset']}"
     headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"])
-    per_class = report.per_class_rows(evaluation)
+    per_class = report.per_class_rows(pd.read_csv(args.per_class))
     warnings = warnings_about(params)
     with outputs:
         tmp = outputs.path(args.out)

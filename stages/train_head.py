@@ -1,7 +1,6 @@
 """Stage train_head: train the dense head on the cached backbone features (the frozen phase).
 
-    python -m stages.train_head data/prepared data/features models/head.keras \
-        metrics/train_head.json plots/train_head.csv
+python -m stages.train_head data/prepared data/features models/head.keras dvclive/train_head
 """
 
 import argparse
@@ -16,30 +15,26 @@ from transfer_pipeline.params import load_params
 @exit_on_pipeline_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("prepared", "features", "head", "metrics", "history"):
+    for name in ("prepared", "features", "head"):
         parser.add_argument(name, type=Path)
+    parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     args = parser.parse_args()
-    params = load_params()
-    outputs = StageOutputs(
-        "train_head",
-        files=[args.head, args.metrics, args.history],
-        inputs=[args.prepared, args.features],
-    )
+    params = load_params("train_head")
+    outputs = StageOutputs("train_head", files=[args.head], inputs=[args.prepared, args.features])
 
     from transfer_pipeline import compute
-    from transfer_pipeline.data import load_class_names, load_features, load_split
-    from transfer_pipeline.model import build_head
-    from transfer_pipeline.saving import save_model
-    from transfer_pipeline.training import (
+    from transfer_pipeline.callbacks import (
         AfterEpochHook,
-        ArrayBatches,
         EpochLog,
         FailOnNonFiniteLoss,
-        history_rows,
-        one_hot,
-        optimizer,
-        write_history,
+        LiveEpochs,
     )
+    from transfer_pipeline.data import load_class_names, load_features, load_split
+    from transfer_pipeline.feeding import ArrayBatches, one_hot
+    from transfer_pipeline.live import log_summary, open_live
+    from transfer_pipeline.model import build_head
+    from transfer_pipeline.optimizers import optimizer
+    from transfer_pipeline.saving import save_model
 
     strategy = compute.configure(params)
     n_classes = len(load_class_names(args.prepared))
@@ -49,47 +44,36 @@ def main() -> None:
         features = load_features(args.features, split, len(labels), width)
         width = features.shape[1]
         inputs[split] = (features, one_hot(labels, n_classes))
-    settings, model = params["train_head"], params["model"]
+    settings, head_params = params["train_head"], params["model"]
     with strategy.scope():
-        head = build_head(
-            inputs["train"][0].shape[1], model["head_units"], model["dropout"], n_classes
-        )
+        head = build_head(width, head_params["head_units"], head_params["dropout"], n_classes)
         head.compile(
             optimizer=optimizer(params["lr"]),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=compute.jit_compile(params),
         )
+    live = open_live(args.live)
     started = time.monotonic()
-    history = head.fit(
+    head.fit(
         ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
         validation_data=ArrayBatches(*inputs["val"], settings["batch_size"]),
         epochs=settings["epochs"],
         shuffle=False,  # ArrayBatches shuffles, seeded per epoch
         verbose=0,
         callbacks=[
-            EpochLog("train_head", settings["epochs"], len(inputs["train"][0])),
+            EpochLog(
+                "train_head", settings["epochs"], len(inputs["train"][0]), settings["batch_size"]
+            ),
             FailOnNonFiniteLoss("train_head", "lr"),
+            LiveEpochs(live),
             AfterEpochHook("train_head"),
         ],
     )
-    seconds = time.monotonic() - started
-    rows = history_rows(history)
-    last = rows[-1]
     with outputs:
         save_model(head, outputs.path(args.head))
-        write_history(outputs.path(args.history), rows)
-        outputs.write_json(
-            args.metrics,
-            {
-                "epochs": len(rows),
-                "train_accuracy": round(last["accuracy"], 6),
-                "train_loss": round(last["loss"], 6),
-                "val_accuracy": round(last["val_accuracy"], 6),
-                "val_loss": round(last["val_loss"], 6),
-                "seconds": round(seconds, 2),
-            },
-        )
+    log_summary(live, {"seconds": round(time.monotonic() - started, 2)})
+    live.end()
 
 
 if __name__ == "__main__":

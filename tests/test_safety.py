@@ -171,20 +171,26 @@ def test_truncated_model_names_the_file_and_the_stage_that_rebuilds_it(pipeline_
     line = _one_error_line(result)
     assert "models/head.keras is not a readable Keras model" in line
     assert "dvc repro -f -s train_head" in line and "dvc checkout models/head.keras" in line
+    repo.dvc("checkout", "--force", "models/head.keras")  # what the line says
+    restored = repo.dvc("repro")
+    assert repo.ran_stages(restored.stdout) == set(), restored.stdout
     assert repo.snapshot() == good
 
 
 def test_corrupt_features_fail_evaluate_and_nothing_is_recorded(pipeline_copy):
     repo = pipeline_copy
+    good = repo.snapshot()
     features = repo.path / "data/features/test.npy"
     features.write_bytes(features.read_bytes()[:200])  # header intact, rows missing
     lock = (repo.path / "dvc.lock").read_text()
-    good = repo.snapshot()
     result = repo.dvc("repro", "-s", "evaluate", check=False)
     line = _one_error_line(result)
     assert "data/features/test.npy" in line and "truncated or corrupt" in line
     assert "dvc repro -f -s features" in line
     assert (repo.path / "dvc.lock").read_text() == lock
+    repo.dvc("checkout", "--force", "data/features")
+    restored = repo.dvc("repro")
+    assert repo.ran_stages(restored.stdout) == set(), restored.stdout
     assert repo.snapshot() == good
 
 
@@ -227,9 +233,9 @@ def test_ctrl_c_during_training_says_interrupted_and_replaces_nothing(pipeline_c
     ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert "error: interrupted; nothing replaced" in ours, result.stderr
-    assert "exited with 130" in result.stderr or "130" in result.stderr
-    assert repo.snapshot() == good
+    assert "130" in result.stderr  # DVC names the stage's exit code
     _no_partials(repo)
+    repo.back_to_last_good(good)
 
 
 def test_params_edited_while_a_stage_runs_fail_it_and_nothing_is_recorded(pipeline_copy):
@@ -243,4 +249,4 @@ def test_params_edited_while_a_stage_runs_fail_it_and_nothing_is_recorded(pipeli
     assert "params.yaml changed while train_head ran; nothing recorded" in line
     assert "run `dvc repro` again" in line
     assert (repo.path / "dvc.lock").read_text() == lock
-    assert repo.snapshot() == good
+    repo.back_to_last_good(good)

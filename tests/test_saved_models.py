@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from transfer_pipeline.feeding import one_hot
 from transfer_pipeline.model import (
     backbone_of,
     build_classifier,
@@ -18,7 +19,6 @@ from transfer_pipeline.model import (
     unfreeze,
 )
 from transfer_pipeline.saving import save_model
-from transfer_pipeline.training import one_hot
 
 SIDE, CLASSES = 32, 3
 

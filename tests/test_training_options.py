@@ -13,7 +13,8 @@ from transfer_pipeline.model import (
     build_head,
     unfreeze,
 )
-from transfer_pipeline.training import Checkpoints, cosine_with_warmup, optimizer
+from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
+from transfer_pipeline.resume import Checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -7,4 +7,4 @@ and write their outputs atomically.
 import os
 
 # Before TensorFlow is first imported anywhere: keep its C++ start-up chatter out of logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -129,8 +129,8 @@ class StageOutputs:
             if isinstance(error, OSError) and _is_write_failure(error):
                 raise PipelineError(
                     f"{self.stage}: writing {', '.join(map(str, self.targets))} failed "
-                    f"({_reason(error, self.targets[0].parent)}); nothing was replaced. Free disk space (or raise the "
-                    "file size limit) and run again"
+                    f"({_reason(error, self.targets[0].parent)}); nothing was replaced. Free "
+                    "disk space (or raise the file size limit) and run again"
                 ) from None
             return False
         try:

@@ -7,32 +7,30 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
 
-def summarize(labels, fine_tuned, head_only, class_names: list[str]) -> dict:
-    everything = list(range(len(class_names)))
-    predicted = fine_tuned.argmax(1)
+def summarize(labels, fine_tuned, head_only) -> dict:
+    """The headline figures: accuracy and loss of the fine-tuned model and of the head alone."""
+    everything = list(range(fine_tuned.shape[1]))
+
+    def figures(probabilities):
+        return {
+            "test_accuracy": round(float(accuracy_score(labels, probabilities.argmax(1))), 6),
+            "test_loss": round(float(log_loss(labels, probabilities, labels=everything)), 6),
+        }
+
+    return {**figures(fine_tuned), "head_only": figures(head_only)}
+
+
+def per_class_table(labels, fine_tuned, class_names: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (a `dvc plots` table and the report's)."""
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=everything, zero_division=0
+        labels, fine_tuned.argmax(1), labels=list(range(len(class_names))), zero_division=0
     )
-    return {
-        "test_accuracy": round(float(accuracy_score(labels, predicted)), 6),
-        "test_loss": round(float(log_loss(labels, fine_tuned, labels=everything)), 6),
-        "head_only": {
-            "test_accuracy": round(float(accuracy_score(labels, head_only.argmax(1))), 6),
-            "test_loss": round(float(log_loss(labels, head_only, labels=everything)), 6),
-        },
-        "per_class": {
-            name: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
-    }
-
-
-def confusion_rows(labels, predicted, class_names: list[str]) -> pd.DataFrame:
-    """One row per test image with class names: the input of DVC's `confusion` template."""
-    names = np.asarray(class_names)
-    return pd.DataFrame({"actual": names[labels], "predicted": names[predicted]})
+    return pd.DataFrame(
+        {
+            "class": class_names,
+            "precision": np.round(precision, 6),
+            "recall": np.round(recall, 6),
+            "f1": np.round(f1, 6),
+            "support": support.astype(int),
+        }
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from .feeding import ArrayBatches
 from .progress import ProgressBar
-from .training import ArrayBatches
 
 
 class _PredictProgress(keras.callbacks.Callback):

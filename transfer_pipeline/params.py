@@ -271,13 +271,34 @@ def _read(path: Path):
         raise ParamError(f"{path} is not valid YAML: {error}") from None
 
 
-def load_params(path="params.yaml") -> dict:
-    """The validated params; what was read is remembered for ``params_unchanged``."""
+def load_params(stage: str | None = None, path="params.yaml") -> dict:
+    """The validated params; with a stage, only the keys dvc.yaml declares for it (reading any
+    other key is a KeyError, so the declaration cannot fall behind the code). What was read is
+    remembered for ``params_unchanged``."""
     path = Path(path)
     raw = _read(path)
     params = validate(raw, str(path))
     _loaded[path.absolute()] = raw
-    return params
+    if stage is None:
+        return params
+    return _only(params, declared_params(stage))
+
+
+def declared_params(stage: str, dvc_yaml="dvc.yaml") -> list[str]:
+    """The params keys (or whole sections) dvc.yaml lists for a stage."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return [key for key in stages[stage].get("params", []) if isinstance(key, str)]
+
+
+def _only(params: dict, keys: list[str]) -> dict:
+    kept: dict = {}
+    for key in keys:
+        *sections, leaf = key.split(".")
+        source, target = params, kept
+        for section in sections:
+            source, target = source[section], target.setdefault(section, {})
+        target[leaf] = source[leaf]
+    return kept
 
 
 def params_unchanged(stage: str) -> None:

@@ -1,7 +1,8 @@
 """Progress a person can follow, quiet enough for CI logs.
 
 In a terminal a bar redraws in place; under ``CI=true`` (or when output is not a terminal)
-it prints one line per 25 %, so logs stay short.
+it prints one line per quarter (or per ``every``), so logs stay short. With ``delay`` nothing
+is shown until that many seconds have passed (progress inside a long epoch only).
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ def format_seconds(seconds: float) -> str:
 
 
 class ProgressBar:
-    def __init__(self, total: float, label: str, unit: str = "", scale: float = 1.0):
+    def __init__(
+        self,
+        total: float,
+        label: str,
+        unit: str = "",
+        scale: float = 1.0,
+        every: float = 0.25,
+        delay: float = 0.0,
+    ):
         self.total, self.label, self.unit, self.scale = total, label, unit, scale
         self.done = 0.0
         self.start = time.monotonic()
         self.quiet = quiet_logs()
-        self.next_quarter = 0.25
+        self.every, self.delay = every, delay
+        self.next_line = every
+        self.drawn = False
 
     def update(self, amount: float) -> None:
         self.done += amount
@@ -38,17 +49,24 @@ class ProgressBar:
         elapsed = time.monotonic() - self.start
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
         text = (
-            f"{self.label}: {self.done * self.scale:.1f}/{self.total * self.scale:.1f}{self.unit} "
+            f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
             f"({fraction:.0%}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)})"
         )
+        if elapsed < self.delay:
+            return
         if not self.quiet:
             bar = "#" * int(30 * fraction)
             print(f"\r[{bar:<30}] {text}", end="", file=sys.stderr, flush=True)
-        elif self.total and fraction >= self.next_quarter:
+            self.drawn = True
+        elif self.total and fraction >= self.next_line:
             print(text, file=sys.stderr, flush=True)
-            while fraction >= self.next_quarter:
-                self.next_quarter += 0.25
+            while fraction >= self.next_line:
+                self.next_line += self.every
+
+    def _amount(self, value: float) -> str:
+        """Counts as integers ("1024/4000 images"); scaled amounts with one decimal (MB)."""
+        return f"{value * self.scale:.1f}" if self.scale != 1 else str(int(round(value)))
 
     def close(self) -> None:
-        if not self.quiet:
+        if self.drawn:
             print(file=sys.stderr, flush=True)

@@ -100,10 +100,10 @@ def headline_rows(evaluation: dict, reference: float) -> list[tuple[str, str, st
     ]
 
 
-def per_class_rows(evaluation: dict) -> list[tuple]:
+def per_class_rows(per_class: pd.DataFrame) -> list[tuple]:
     return [
-        (name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"])
-        for name, v in evaluation["per_class"].items()
+        (row["class"], f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", row.support)
+        for _, row in per_class.iterrows()
     ]
 
 

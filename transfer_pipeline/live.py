@@ -1,0 +1,49 @@
+"""Metrics and curves through DVCLive: each epoch is on disk as soon as it ends, so
+`dvc exp show`, `dvc plots` and the VS Code extension follow a run while it trains.
+
+dvc.yaml declares the DVCLive folders itself (``dvcyaml=False``), and DVC runs the stages
+(``save_dvc_exp=False``: DVCLive must not make experiments of its own). ``dvclive.keras``
+imports TensorFlow, so the Keras callback is our own (``callbacks.LiveEpochs``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def open_live(folder):
+    """A fresh DVCLive logger writing to ``folder``."""
+    from dvclive import Live
+
+    return Live(str(folder), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def log_epoch(live, values: dict) -> None:
+    """One finished epoch: its metrics as one DVCLive step."""
+    for key in HISTORY_KEYS:
+        live.log_metric(key, round(float(values[key]), 6))
+    live.next_step()
+
+
+def log_summary(live, values: dict, prefix: str = "") -> None:
+    """Figures of the whole run, in metrics.json only (no curve); nested dicts stay nested."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            log_summary(live, value, f"{prefix}{key}/")
+        else:
+            live.log_metric(f"{prefix}{key}", value, plot=False)
+
+
+def read_history(folder) -> pd.DataFrame:
+    """The per-epoch curves a stage logged (columns epoch, loss, accuracy, val_*)."""
+    metrics = Path(folder) / "plots" / "metrics"
+    frame = None
+    for key in HISTORY_KEYS:
+        column = pd.read_csv(metrics / f"{key}.tsv", sep="\t")[["step", key]]
+        frame = column if frame is None else frame.merge(column, on="step")
+    frame.insert(0, "epoch", frame.pop("step") + 1)
+    return frame
