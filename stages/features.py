@@ -42,13 +42,13 @@ def main() -> None:
     from transfer_pipeline.saving import save_model
 
     strategy = compute.configure(params)
-    model = params["model"]
+    backbone = params["model"]
     for warning in warnings_about(params):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     train_x, _ = load_split(args.prepared, "train", mmap=True)
     with strategy.scope():
         extractor = build_feature_extractor(
-            model["backbone"], train_x.shape[1], model["image_size"], model["weights"]
+            backbone["backbone"], train_x.shape[1], backbone["image_size"], backbone["weights"]
         )
     images_per_s = {}
     with outputs:

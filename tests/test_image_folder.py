@@ -233,6 +233,18 @@ def test_symlinks_out_of_the_folder_are_not_followed(tmp_path, capsys):
     )
 
 
+def test_files_linked_into_the_dvc_cache_are_read(tmp_path, monkeypatch, capsys):
+    """DVC with `cache.type: symlink` turns every tracked file into a link into .dvc/cache."""
+    monkeypatch.chdir(tmp_path)
+    root = _two_classes(tmp_path / "data/raw/images")
+    cached = tmp_path / ".dvc/cache/files/md5/ab/cdef0123"
+    cached.parent.mkdir(parents=True)
+    (root / "cats" / "plain_0.png").rename(cached)
+    (root / "cats" / "plain_0.png").symlink_to(cached)
+    assert _image_count(root) == 6
+    assert capsys.readouterr().err == ""
+
+
 def test_symlink_loops_end(tmp_path, capsys):
     root = _two_classes(tmp_path / "images")
     (root / "cats" / "again").symlink_to(root / "cats")  # a folder loop

@@ -14,7 +14,8 @@ from transfer_pipeline.model import (
     unfreeze,
 )
 from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
-from transfer_pipeline.resume import Checkpoints
+from transfer_pipeline.progress import ProgressBar
+from transfer_pipeline.resume import Checkpoints, fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,31 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_val_accurac
     assert epoch == 3 and checkpoints.state["best"]["epoch"] == 2
     assert checkpoints.resume_point()["epochs_done"] == 4
     assert Checkpoints(tmp_path / "resume", "other params").resume_point() is None
+
+
+def test_resume_fingerprint_changes_with_code_data_and_params(tmp_path, monkeypatch):
+    """A checkpoint is only resumed by the same code, data and params (dvc.yaml's deps)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  fine_tune:\n    deps: [stage.py, data]\n")
+    (tmp_path / "stage.py").write_text("print('v1')\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.npy").write_bytes(b"images")
+    first = fingerprint("fine_tune", {"lr": 1e-5})
+    assert fingerprint("fine_tune", {"lr": 1e-5}) == first
+    assert fingerprint("fine_tune", {"lr": 3e-5}) != first
+    (tmp_path / "stage.py").write_text("print('v2: a bug fixed')\n")
+    second = fingerprint("fine_tune", {"lr": 1e-5})
+    assert second != first
+    (tmp_path / "data" / "train.npy").write_bytes(b"other images")
+    assert fingerprint("fine_tune", {"lr": 1e-5}) not in (first, second)
+
+
+def test_progress_counts_are_integers_and_ci_lines_come_every_tenth(monkeypatch, capsys):
+    monkeypatch.setenv("CI", "true")
+    bar = ProgressBar(4000, "fine_tune epoch 1/2", unit=" images", every=0.1)
+    for _ in range(125):
+        bar.update(32)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10
+    assert lines[2].startswith("fine_tune epoch 1/2: 1216/4000 images (30%")

@@ -299,8 +299,11 @@ def image_files_under(folder: Path, root: Path | None = None) -> FolderListing:
 
 
 def _leads_to_a_file_inside(link: Path, folder: Path) -> bool:
+    """A link to a regular file in the data folder, or into DVC's cache (``cache.type:
+    symlink`` makes every tracked file such a link)."""
     target = Path(os.path.realpath(link))
-    return target.is_file() and target.is_relative_to(folder)
+    dvc_cache = Path(os.path.realpath(".dvc/cache"))
+    return target.is_file() and (target.is_relative_to(folder) or target.is_relative_to(dvc_cache))
 
 
 @functools.cache

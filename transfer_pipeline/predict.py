@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from .atomic import StageOutputs
-from .data import load_class_names
+from .data import (
+    FORMATS_EXAMPLE,
+    FolderListing,
+    UnreadableImage,
+    image_files_under,
+    load_class_names,
+)
+from .data import read_image as read_model_input
 from .errors import PipelineError, exit_on_pipeline_error
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")
@@ -59,8 +66,6 @@ def image_files(paths: list[Path]) -> list[Path]:
 
     Folders are searched as prepare searches a class folder (data.image_files_under).
     """
-    from .data import FORMATS_EXAMPLE, FolderListing, image_files_under
-
     found: dict[Path, None] = {}
     listings = []
     for path in paths:
@@ -83,9 +88,6 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def read_image(path: Path, size: int):
     """The image as the model's uint8 input, or None (with a warning) when it cannot be read."""
-    from .data import UnreadableImage
-    from .data import read_image as read_model_input
-
     try:
         return read_model_input(path, size)
     except UnreadableImage as error:
