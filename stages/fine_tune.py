@@ -76,7 +76,9 @@ def main() -> None:
                 )
             # Changing `trainable` only takes effect after compile(): compile after unfreezing.
             classifier.compile(
-                optimizer=optimizer(lr, settings["weight_decay"]),
+                optimizer=optimizer(
+                    settings["optimizer"], lr, settings["momentum"], settings["weight_decay"]
+                ),
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=settings["label_smoothing"]
                 ),

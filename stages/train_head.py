@@ -48,7 +48,7 @@ def main() -> None:
     with strategy.scope():
         head = build_head(width, head_params["head_units"], head_params["dropout"], n_classes)
         head.compile(
-            optimizer=optimizer(params["lr"]),
+            optimizer=optimizer(settings["optimizer"], params["lr"], settings["momentum"]),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=compute.jit_compile(params),

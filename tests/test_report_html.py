@@ -151,6 +151,8 @@ def test_report_reads_as_the_issue_asks(rendered, pipeline):
         "model.backbone",
         "resnet50",
         "fine_tune.lr",
+        "train_head.optimizer",
+        "fine_tune.optimizer",
         "where fine-tuning starts",
         "Most confidently wrong",
         "precision",

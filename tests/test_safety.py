@@ -164,9 +164,9 @@ def test_disk_full_while_writing_features_replaces_nothing(pipeline_copy):
 
 def test_truncated_model_names_the_file_and_the_stage_that_rebuilds_it(pipeline_copy):
     repo = pipeline_copy
+    good = repo.snapshot()
     head = repo.path / "models/head.keras"
     head.write_bytes(head.read_bytes()[: head.stat().st_size // 2])
-    good = repo.snapshot()
     result = repo.dvc("repro", "-s", "fine_tune", check=False)
     line = _one_error_line(result)
     assert "models/head.keras is not a readable Keras model" in line

@@ -35,8 +35,15 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
 
 
 def test_weight_decay_switches_to_adamw():
-    assert isinstance(optimizer(1e-3, 0.05), keras.optimizers.AdamW)
-    assert type(optimizer(1e-3, 0.0)) is keras.optimizers.Adam
+    assert isinstance(optimizer("adam", 1e-3, weight_decay=0.05), keras.optimizers.AdamW)
+    assert type(optimizer("adam", 1e-3)) is keras.optimizers.Adam
+
+
+def test_each_optimizer_param_builds_that_keras_optimizer():
+    sgd = optimizer("sgd", 1e-2, momentum=0.8)
+    assert type(sgd) is keras.optimizers.SGD and sgd.momentum == pytest.approx(0.8)
+    assert type(optimizer("rmsprop", 1e-3)) is keras.optimizers.RMSprop
+    assert type(optimizer("adamw", 1e-3)) is keras.optimizers.AdamW
 
 
 def test_unfreezing_top_n_layers_trains_only_those_and_never_batchnorm(extractor):

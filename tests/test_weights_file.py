@@ -42,7 +42,9 @@ def test_pipeline_starts_from_exactly_the_weights_in_the_file(pipeline_copy):
     assert failed.returncode != 0 and len(ours) == 1, failed.stderr
     assert "does not fit resnet50 without top (expected layer 'conv1_conv'" in ours[0]
     assert "Traceback" not in failed.stdout + failed.stderr
-    # Back to the good file: its outputs come back from the run-cache, nothing retrains.
+    # Back to the good file (weights/ is a dependency: the wrong file goes): its outputs come
+    # back from the run-cache, nothing retrains.
+    (repo.path / "weights/wrong.weights.h5").unlink()
     repo.set_params({"model": {"weights": "weights/resnet50_notop.weights.h5"}})
     restored = repo.dvc("repro", "features")
     assert repo.ran_stages(restored.stdout) == set(), restored.stdout

@@ -20,6 +20,7 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 
 DATASETS = ("cifar10", "cifar100", "image_folder")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
@@ -167,9 +168,13 @@ SCHEMA = {
     "features.batch_size": _int(1),
     "train_head.epochs": _int(1),
     "train_head.batch_size": _int(1),
+    "train_head.optimizer": _choice(*OPTIMIZERS),
+    "train_head.momentum": _float(0.0, 0.999),
     "fine_tune.lr": _float(above=0),
     "fine_tune.epochs": _int(1),
     "fine_tune.batch_size": _int(1),
+    "fine_tune.optimizer": _choice(*OPTIMIZERS),
+    "fine_tune.momentum": _float(0.0, 0.999),
     "fine_tune.unfreeze": _unfreeze,
     "fine_tune.augment": _bool,
     "fine_tune.label_smoothing": _float(0.0, 0.5),
