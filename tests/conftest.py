@@ -121,6 +121,14 @@ class Repo:
             line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
         }
 
+    def restored_stages(self, output: str) -> set[str]:
+        """Stage names DVC restored from its run-cache instead of running them."""
+        return {
+            line.split("'")[1]
+            for line in output.splitlines()
+            if line.startswith("Stage '") and "is cached - skipping run" in line
+        }
+
 
 def _merge(tree: dict, overrides: dict) -> None:
     for key, value in overrides.items():

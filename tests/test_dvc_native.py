@@ -6,20 +6,10 @@ import sys
 import time
 
 import yaml
-from conftest import REPO_ROOT, Repo, copy_of
+from conftest import REPO_ROOT, copy_of
 from stage_imports import code_dependencies
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-TRAINING = {"train_head", "fine_tune", "evaluate", "report"}
-
-
-def _restored(repo, result) -> set[str]:
-    """Stages DVC restored from its run-cache instead of running them."""
-    return {
-        line.split("'")[1]
-        for line in result.stdout.splitlines()
-        if line.startswith("Stage '") and "is cached - skipping run" in line
-    }
 
 
 def test_every_stage_can_use_the_run_cache():
@@ -41,60 +31,6 @@ def test_code_dependencies_are_the_import_closure_of_each_stage():
 def test_readmes_in_dependency_folders_are_not_dependencies():
     ignored = (REPO_ROOT / ".dvcignore").read_text().split()
     assert "README.md" in ignored
-
-
-def test_going_back_to_earlier_params_restores_from_the_run_cache(pipeline, tmp_path):
-    repo = copy_of(pipeline, tmp_path / "repo")
-    default_lr = repo.params()["lr"]
-    trained = repo.dvc("exp", "run", "-S", "lr=1e-4")
-    assert repo.ran_stages(trained.stdout) == TRAINING
-
-    back = repo.dvc("exp", "run", "-S", f"lr={default_lr}")
-    assert repo.ran_stages(back.stdout) == set(), back.stdout
-    assert _restored(repo, back) == TRAINING
-    assert "train_head epoch" not in back.stdout + back.stderr  # no stage command ran
-    assert repo.dvc("status", "--json").stdout.strip() == "{}"
-
-    # Shared through a remote: a fresh clone pulls the run-cache and trains nothing.
-    remote = tmp_path / "remote"
-    repo.dvc("remote", "add", "-d", "store", str(remote))
-    repo.commit("remote")
-    repo.dvc("push", "--run-cache")
-    clone = Repo(tmp_path / "clone")
-    repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
-    clone.dvc("pull", "--run-cache")
-    assert len(list((clone.path / ".dvc/cache/runs").rglob("*"))) > 0
-    assert clone.ran_stages(clone.dvc("repro").stdout) == set()
-    assert clone.snapshot() == repo.snapshot()
-
-
-def test_a_branch_with_other_params_is_restored_without_dvc_checkout(pipeline, tmp_path):
-    repo = copy_of(pipeline, tmp_path / "repo")
-    repo.git("checkout", "-q", "-b", "other")
-    repo.set_params({"fine_tune": {"lr": 3e-5}})
-    assert repo.ran_stages(repo.dvc("repro").stdout) == {"fine_tune", "evaluate", "report"}
-    repo.commit("other fine-tuning lr")
-    repo.git("checkout", "-q", "-")
-    result = repo.dvc("repro")  # the workspace still holds the other branch's outputs
-    assert repo.ran_stages(result.stdout) == set(), result.stdout
-    assert _restored(repo, result) == {"fine_tune", "evaluate", "report"}
-    assert repo.dvc("status", "--json").stdout.strip() == "{}"
-
-
-def test_dvclive_has_the_finished_epochs_while_fine_tune_runs(pipeline, tmp_path):
-    repo = copy_of(pipeline, tmp_path / "repo")
-    seen = tmp_path / "seen"
-    seen.mkdir()
-    live = "dvclive/fine_tune"
-    copy = f"cp {live}/metrics.json {live}/plots/metrics/val_accuracy.tsv {seen}/"
-    repo.dvc(
-        "exp", "run", "-S", "fine_tune.epochs=3", env={"TL_AFTER_EPOCH": f"fine_tune:2:{copy}"}
-    )
-    during = json.loads((seen / "metrics.json").read_text())
-    assert during["step"] == 1 and "val_accuracy" in during  # DVCLive's step 1: epoch 2 of 3
-    assert len((seen / "val_accuracy.tsv").read_text().splitlines()) == 1 + 2
-    after = repo.json(f"{live}/metrics.json")
-    assert after["best_epoch"] in (1, 2, 3) and "seconds" in after
 
 
 def test_metrics_show_fits_a_terminal(pipeline):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import copy_of
+from conftest import Repo, copy_of
 
 STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
 METRICS = {
@@ -194,3 +194,44 @@ def test_logs_show_epochs_with_eta_and_stay_short_in_ci(pipeline):
     assert "\r" not in log  # no redrawn progress bars in CI logs
     assert "absl::InitializeLog" not in log and "oneDNN" not in log  # no TensorFlow start-up noise
     assert len(log) < 50_000
+
+
+# The run-cache, last in this module: these move the experiments copy's workspace.
+
+
+def test_going_back_to_earlier_params_restores_from_the_run_cache(experiments):
+    repo = experiments
+    repo.git("checkout", "-q", "params.yaml")  # HEAD: the baseline but lr 1e-4
+    back = repo.dvc("exp", "run", "-S", "lr=0.001")  # the baseline's params again
+    assert repo.ran_stages(back.stdout) == set(), back.stdout
+    assert repo.restored_stages(back.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
+    assert "train_head epoch" not in back.stdout + back.stderr  # no stage command ran
+    assert repo.dvc("status", "--json").stdout.strip() == "{}"
+
+
+def test_checking_out_other_params_restores_without_dvc_checkout(experiments):
+    repo = experiments
+    repo.git("checkout", "-q", "params.yaml")
+    repo.git("checkout", "-q", "-b", "other", "HEAD~1")  # the baseline commit: lr 0.001
+    result = repo.dvc("repro")  # the workspace still holds another run's outputs
+    assert repo.ran_stages(result.stdout) == set(), result.stdout
+    assert repo.restored_stages(result.stdout)
+    assert repo.dvc("status", "--json").stdout.strip() == "{}"
+    repo.git("checkout", "-q", "-")  # and back: lr 1e-4, restored too
+    result = repo.dvc("repro")
+    assert repo.ran_stages(result.stdout) == set(), result.stdout
+    assert "train_head" in repo.restored_stages(result.stdout)
+
+
+def test_a_fresh_clone_pulls_the_run_cache_and_runs_nothing(experiments, tmp_path):
+    repo = experiments
+    remote = tmp_path / "remote"
+    repo.dvc("remote", "add", "-d", "store", str(remote))
+    repo.commit("a DVC remote")
+    repo.dvc("push", "--run-cache")
+    clone = Repo(tmp_path / "clone")
+    repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
+    clone.dvc("pull", "--run-cache")
+    assert list((clone.path / ".dvc/cache/runs").rglob("*"))
+    assert clone.ran_stages(clone.dvc("repro").stdout) == set()
+    assert clone.snapshot() == repo.snapshot()

@@ -1,5 +1,7 @@
 """Faults through the real CLI: a killed fine_tune resumes exactly, a NaN loss stops cleanly."""
 
+import json
+
 import pandas as pd
 import pytest
 from conftest import copy_of
@@ -45,7 +47,14 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
 
     whole = copy_of(pipeline, tmp_path / "whole")
     whole.set_params(ALL_OPTIONS)
-    whole.dvc("repro")
+    # While it runs: after epoch 2 of 3, DVCLive's files already hold the finished epochs.
+    seen, live = tmp_path / "seen", "dvclive/fine_tune"
+    seen.mkdir()
+    copy = f"cp {live}/metrics.json {live}/plots/metrics/val_accuracy.tsv {seen}/"
+    whole.dvc("repro", env={"TL_AFTER_EPOCH": f"fine_tune:2:{copy}"})
+    during = json.loads((seen / "metrics.json").read_text())
+    assert during["step"] == 1 and "val_accuracy" in during  # DVCLive's step 1: epoch 2 of 3
+    assert len((seen / "val_accuracy.tsv").read_text().splitlines()) == 1 + 2
     uninterrupted = whole.json("dvclive/fine_tune/metrics.json")
     assert set(resumed) == set(uninterrupted)
     for key, value in uninterrupted.items():
