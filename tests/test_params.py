@@ -25,7 +25,13 @@ def test_the_shipped_defaults_are_the_seed_recipe():
     assert params["model"]["backbone"] == "xception" and params["model"]["weights"] == "imagenet"
     assert params["model"]["image_size"] == 224 and params["model"]["head_units"] == [256, 128, 64]
     assert [params["data"][f"{s}_size"] for s in ("train", "val", "test")] == [35000, 15000, 10000]
-    assert params["train_head"] == {"epochs": 15, "batch_size": 32}
+    assert params["train_head"] == {
+        "epochs": 15,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "momentum": 0.9,
+    }
+    assert params["fine_tune"]["optimizer"] == "adam"
     assert params["fine_tune"]["epochs"] == 15 and params["fine_tune"]["batch_size"] == 32
 
 
