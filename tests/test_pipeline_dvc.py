@@ -211,7 +211,7 @@ def test_going_back_to_earlier_params_restores_from_the_run_cache(experiments):
 
 def test_checking_out_other_params_restores_without_dvc_checkout(experiments):
     repo = experiments
-    repo.git("checkout", "-q", "params.yaml")
+    repo.git("checkout", "-q", "--", ".")  # the last experiment is kept as an exp ref
     repo.git("checkout", "-q", "-b", "other", "HEAD~1")  # the baseline commit: lr 0.001
     result = repo.dvc("repro")  # the workspace still holds another run's outputs
     assert repo.ran_stages(result.stdout) == set(), result.stdout
