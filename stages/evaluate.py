@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -27,6 +28,7 @@ def main() -> None:
         files=[args.per_class, args.predictions],
         inputs=[args.prepared, args.features, args.head, args.model],
     )
+    select_backend(params["compute"]["backend"])
 
     import numpy as np
 
@@ -37,7 +39,7 @@ def main() -> None:
     from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import load_model
 
-    compute.configure(params)
+    setup = compute.configure(params, distributed=False)
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
     head, classifier = load_model(args.head), load_model(args.model)
@@ -57,7 +59,7 @@ def main() -> None:
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
     live = open_live(args.live)
-    log_summary(live, summarize(test_y, fine_tuned, head_only))
+    log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
     names = np.asarray(class_names)
     live.log_sklearn_plot(
         "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()

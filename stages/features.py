@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params, warnings_about
 
@@ -25,13 +26,14 @@ def main() -> None:
     parser.add_argument("extractor", type=Path, help="output: the frozen extractor (.keras)")
     parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
     args = parser.parse_args()
-    params = load_params("features")  # validate before paying for TensorFlow
+    params = load_params("features")  # validate before paying for Keras and its backend
     outputs = StageOutputs(
         "features",
         files=[args.extractor, args.metrics],
         folders=[args.features],
         inputs=[args.prepared],
     )
+    select_backend(params["compute"]["backend"])
 
     import numpy as np
 
@@ -41,7 +43,8 @@ def main() -> None:
     from transfer_pipeline.model import build_feature_extractor
     from transfer_pipeline.saving import save_model
 
-    compute.configure(params)  # precision and seed; inference runs on one device (see below)
+    # Precision and seed; inference runs on one device (see below).
+    setup = compute.configure(params, distributed=False)
     backbone = params["model"]
     for warning in warnings_about(params):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -66,6 +69,7 @@ def main() -> None:
             {
                 "feature_width": int(extractor.output.shape[-1]),
                 "images_per_s": images_per_s["train"],  # the largest split: the steadiest
+                "compute": setup.describe(),
             },
         )
     print(f"features: {extractor.output.shape[-1]} per image; images/s {images_per_s}", flush=True)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -29,6 +30,7 @@ def main() -> None:
     outputs = StageOutputs(
         "fine_tune", files=[args.model], inputs=[args.prepared, args.extractor, args.head]
     )
+    select_backend(params["compute"]["backend"])
 
     import keras
 
@@ -47,7 +49,7 @@ def main() -> None:
     from transfer_pipeline.resume import Checkpoints, fingerprint
     from transfer_pipeline.saving import save_model
 
-    strategy = compute.configure(params)
+    setup = compute.configure(params)
     settings = params["fine_tune"]
     n_classes = len(load_class_names(args.prepared))
     (train_x, train_y), (val_x, val_y) = (load_split(args.prepared, s) for s in ("train", "val"))
@@ -59,7 +61,7 @@ def main() -> None:
         patience=settings["early_stopping_patience"],
     )
     resume = checkpoints.resume_point()
-    with strategy.scope():
+    with setup.scope():
         if resume:
             print(f"fine_tune: resuming after epoch {resume['epochs_done']} from {RESUME_DIR}")
             classifier = checkpoints.load_latest()
@@ -127,6 +129,7 @@ def main() -> None:
             "resumed_after_epoch": first_epoch,
             "seconds": round(time.monotonic() - started, 2),
             "images_per_s": round(len(train_x) / min(log.durations), 1) if log.durations else 0,
+            "compute": setup.describe(),
         },
     )
     live.end()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
@@ -21,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("train_head")
     outputs = StageOutputs("train_head", files=[args.head], inputs=[args.prepared, args.features])
+    select_backend(params["compute"]["backend"])
 
     from transfer_pipeline import compute
     from transfer_pipeline.callbacks import (
@@ -36,7 +38,7 @@ def main() -> None:
     from transfer_pipeline.optimizers import optimizer
     from transfer_pipeline.saving import save_model
 
-    strategy = compute.configure(params)
+    setup = compute.configure(params)
     n_classes = len(load_class_names(args.prepared))
     inputs, width = {}, None
     for split in ("train", "val"):
@@ -45,7 +47,7 @@ def main() -> None:
         width = features.shape[1]
         inputs[split] = (features, one_hot(labels, n_classes))
     settings, head_params = params["train_head"], params["model"]
-    with strategy.scope():
+    with setup.scope():
         head = build_head(width, head_params["head_units"], head_params["dropout"], n_classes)
         head.compile(
             optimizer=optimizer(settings["optimizer"], params["lr"], settings["momentum"]),
@@ -72,7 +74,9 @@ def main() -> None:
     )
     with outputs:
         save_model(head, outputs.path(args.head))
-    log_summary(live, {"seconds": round(time.monotonic() - started, 2)})
+    log_summary(
+        live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
+    )
     live.end()
 
 

@@ -123,8 +123,8 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_qualit
     single = repo.json(METRICS["evaluate"])["test_accuracy"]
     result = repo.dvc("exp", "run", "-S", "compute.distribute=mirrored")
     assert "distribute=mirrored replicas=2" in result.stdout
-    # compute.distribute is read by every stage that builds a model: features onwards rerun.
-    assert repo.ran_stages(result.stdout) == STAGES - {"prepare"}
+    # compute.distribute is read by the training stages only (extraction runs on one device).
+    assert repo.ran_stages(result.stdout) == STAGES - {"prepare", "features"}
     mirrored = repo.json(METRICS["evaluate"])["test_accuracy"]
     # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
     assert mirrored > 0.5 and abs(mirrored - single) <= 0.15, (single, mirrored)
@@ -169,6 +169,11 @@ def test_dvc_plots_diff_overlays_two_revisions(experiments):
         ({"data": {"val_size": 50}}, {"prepare", "report"}),
         ({"train_head": {"optimizer": "sgd"}}, {"train_head", "report"}),
         ({"compute": {"jit_compile": False}}, {"train_head", "fine_tune"}),
+        ({"compute": {"distribute": "none"}}, {"train_head", "fine_tune"}),
+        (
+            {"compute": {"backend": "jax"}},
+            {"features", "train_head", "fine_tune", "evaluate"},
+        ),
     ],
 )
 def test_each_param_invalidates_exactly_the_stages_that_read_it(

@@ -1,27 +1,102 @@
-"""Hardware setup shared by the TensorFlow stages: precision, determinism, distribution.
+"""Hardware setup shared by the stages: precision, determinism, distribution, per backend.
 
-``configure()`` must run before any model or tensor exists: logical devices and the global
-dtype policy can only be set while TensorFlow is still uninitialised.
+``configure()`` runs before any model or tensor exists (logical devices and the global dtype
+policy can only be set then), after ``backend.select()`` chose the Keras backend.
+
+    backend      one device                several devices              several machines
+    tensorflow   default strategy          tf.distribute.Mirrored       MultiWorkerMirrored
+    jax          default                   keras DataParallel (local)   not supported here
+
+TensorFlow is imported only on the tensorflow backend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from dataclasses import dataclass, field
 
 import keras
-import tensorflow as tf
 
 from .errors import PipelineError
 
 
-def _gpus():
+@dataclass
+class Compute:
+    """What a stage runs on; ``scope()`` is where models are built, ``describe()`` goes to
+    the stage's metrics."""
+
+    backend: str
+    version: str
+    devices: list[str]
+    precision: str
+    distribute: str
+    replicas: int = 1
+    _strategy: object = field(default=None, repr=False)
+
+    def scope(self):
+        return self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()
+
+    def describe(self) -> str:
+        """One metrics value (one column in `dvc metrics show`), e.g.
+        ``jax 0.10.2; 2 x cpu; float32; mirrored x2``."""
+        kinds = sorted(set(self.devices))
+        devices = ", ".join(f"{self.devices.count(kind)} x {kind}" for kind in kinds)
+        return (
+            f"{self.backend} {self.version}; {devices}; {self.precision}; "
+            f"{self.distribute} x{self.replicas}"
+        )
+
+
+def _backend() -> str:
+    return keras.backend.backend()
+
+
+def _gpus() -> list:
+    if _backend() == "jax":
+        import jax
+
+        return [d for d in jax.local_devices() if d.platform == "gpu"]
+    import tensorflow as tf
+
     return tf.config.list_physical_devices("GPU")
 
 
 def _compute_capability(gpu) -> tuple[int, int]:
-    details = tf.config.experimental.get_device_details(gpu)
-    return details.get("compute_capability", (0, 0))
+    if _backend() == "jax":
+        major, _, minor = str(getattr(gpu, "compute_capability", "0.0")).partition(".")
+        return int(major or 0), int(minor or 0)
+    import tensorflow as tf
+
+    return tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+
+
+def _device_kinds() -> list[str]:
+    """One name per local device: the GPU model, or "cpu"."""
+    if _backend() == "jax":
+        import jax
+
+        return [
+            d.device_kind.lower() if d.platform == "cpu" else d.device_kind
+            for d in jax.local_devices()
+        ]
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return ["cpu"]
+    return [tf.config.experimental.get_device_details(g).get("device_name", "gpu") for g in gpus]
+
+
+def _version() -> str:
+    if _backend() == "jax":
+        import jax
+
+        return jax.__version__
+    import tensorflow as tf
+
+    return tf.__version__
 
 
 def resolve_precision(choice: str) -> str:
@@ -42,12 +117,18 @@ def resolve_precision(choice: str) -> str:
 def resolve_distribute(choice: str) -> str:
     if choice != "auto":
         return choice
-    if os.environ.get("TF_CONFIG"):
+    if _backend() == "tensorflow" and os.environ.get("TF_CONFIG"):
         return "multi_worker"
+    if _backend() == "jax":
+        import jax
+
+        return "mirrored" if jax.local_device_count() > 1 else "none"
     return "mirrored" if len(_gpus()) > 1 else "none"
 
 
-def _strategy(kind: str) -> tf.distribute.Strategy:
+def _tensorflow_strategy(kind: str):
+    import tensorflow as tf
+
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "multi_worker":
@@ -70,26 +151,56 @@ def _strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def configure(params: dict) -> tf.distribute.Strategy:
-    """Seed everything, set the dtype policy, and return the distribution strategy."""
-    compute = params["compute"]
-    distribute = resolve_distribute(compute["distribute"])
-    strategy = _strategy(distribute)
-    precision = resolve_precision(compute["precision"])
+def _jax_distribution(kind: str) -> int:
+    """Data parallel over this machine's devices; returns the number of replicas."""
+    import jax
+
+    if kind == "multi_worker":
+        raise PipelineError(
+            "compute.distribute = multi_worker is TensorFlow-only here; on JAX use "
+            "compute.distribute = mirrored on one machine with several devices"
+        )
+    if kind == "none":
+        return 1
+    devices = jax.local_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return len(devices)
+
+
+def configure(params: dict, distributed: bool = True) -> Compute:
+    """Seed everything, set the dtype policy, set up distribution (training stages only:
+    ``distributed=False`` runs on one device), print and return what the stage runs on."""
+    settings = params["compute"]
+    backend = _backend()
+    distribute = resolve_distribute(settings["distribute"]) if distributed else "none"
+    strategy, replicas = None, 1
+    if backend == "tensorflow":
+        strategy = _tensorflow_strategy(distribute)
+        replicas = strategy.num_replicas_in_sync
+    else:
+        replicas = _jax_distribution(distribute)
+    precision = resolve_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params["seed"])
-    if not _gpus():
+    if backend == "tensorflow" and not _gpus():
         # Same params, same seed -> same numbers on CPU. GPUs keep their fast
         # non-deterministic kernels (README, Determinism).
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
+    compute = Compute(
+        backend, _version(), _device_kinds(), precision, distribute, replicas, strategy
+    )
     print(
-        f"compute: precision={precision} distribute={distribute} "
-        f"replicas={strategy.num_replicas_in_sync} gpus={len(_gpus())}",
+        f"compute: backend={backend} {compute.version} devices={compute.describe().split('; ')[1]}"
+        f" precision={precision} distribute={distribute} replicas={replicas}",
         flush=True,
     )
-    return strategy
+    return compute
 
 
 def jit_compile(params: dict):
+    """compute.jit_compile for ``Model.compile``: auto lets Keras choose (XLA where it can on
+    TensorFlow; JAX always compiles with XLA, false runs eagerly: for debugging only)."""
     value = params["compute"]["jit_compile"]
     return "auto" if value == "auto" else bool(value)

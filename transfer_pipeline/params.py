@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .backbones import BACKBONES
+from .backend import BACKENDS
 from .errors import PipelineError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -182,6 +183,7 @@ SCHEMA = {
     "fine_tune.warmup_epochs": _int(0),
     "fine_tune.weight_decay": _float(0.0, 1.0),
     "fine_tune.early_stopping_patience": _int(0),
+    "compute.backend": _choice(*BACKENDS),
     "compute.precision": _choice(*PRECISIONS),
     "compute.jit_compile": _choice("auto", True, False),
     "compute.distribute": _choice(*DISTRIBUTE),

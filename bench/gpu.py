@@ -1,0 +1,314 @@
+"""Real-size GPU benchmark on the JAX backend (no TensorFlow needed): run by bench/gpu.sh.
+
+    python bench/gpu.py            # Xception 224 and EfficientNetV2-S 384, about 6 minutes
+    python bench/gpu.py --smoke    # tiny sizes on any CPU: checks the script end to end
+
+Synthetic CIFAR-shaped uint8 images (32x32x3, random weights: only speed is measured) go
+through the pipeline's own models (transfer_pipeline.model) and feeding (ArrayBatches), so
+the figures are what the stages would see. For each backbone, precision and batch size:
+
+  extract  images/s of feature extraction (extractor.predict, frozen base, inference mode)
+  train    images/s of fine-tuning (the whole classifier trainable, Adam, fit on batches)
+  compile  seconds of the first call (tracing + XLA), paid once per stage run
+  % peak   achieved FLOP/s over the measured dense matmul peak of that precision; FLOPs
+           per image from XLA's cost analysis of the forward pass, a training image
+           counted as 3x forward (forward + two backward products)
+
+Then the projected wall time of the default pipeline (the seed's recipe) and of the stronger
+recipe in README.md, from these rates. Configurations run in priority order and the rest are
+skipped once --budget-s is spent, so the table always comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU check")
+    parser.add_argument("--budget-s", type=float, default=330, help="stop starting new configs")
+    parser.add_argument("--out", type=Path, default=None, help="write all figures as JSON")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transfer_pipeline.features import extract_features  # noqa: E402
+from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
+from transfer_pipeline.model import (  # noqa: E402
+    backbone_of,
+    build_classifier,
+    build_feature_extractor,
+    build_head,
+    unfreeze,
+)
+
+STARTED = time.monotonic()
+# Backbones measured: name -> input size (the stored images are 32 px, CIFAR's).
+SIZES = {"xception": 224, "efficientnetv2_s": 384}
+if ARGS.smoke:
+    SIZES = {"xception": 71, "efficientnetv2_s": 64}
+    MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS, LARGEST_TRAIN_BATCH = 512, 32, 2, {}
+else:
+    MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS = 8192, 4096, 30
+    # The largest training batches tried (an H100 has 80 GB); a row that does not fit says so.
+    LARGEST_TRAIN_BATCH = {"xception": 256, "efficientnetv2_s": 128}
+RECIPE_BATCH = 8 if ARGS.smoke else 32  # the seed's fine-tune batch (smoke: 8)
+STRONG_BATCH = 8 if ARGS.smoke else 64  # the stronger recipe's fine-tune batch
+FEATURE_BATCH = 8 if ARGS.smoke else 256  # features.batch_size
+
+
+def plan() -> list[tuple[str, str, str, int]]:
+    """(phase, backbone, precision, batch) in priority order: the figures the projections
+    need first (bf16 is what `compute.precision: auto` runs on a recent GPU), float32 last."""
+    bf16, fp32 = "mixed_bfloat16", "float32"
+    rows = [
+        ("extract", "xception", bf16, RECIPE_BATCH),
+        ("extract", "xception", bf16, FEATURE_BATCH),
+        ("train", "xception", bf16, RECIPE_BATCH),
+        ("extract", "efficientnetv2_s", bf16, RECIPE_BATCH),
+        ("extract", "efficientnetv2_s", bf16, FEATURE_BATCH),
+        ("train", "efficientnetv2_s", bf16, STRONG_BATCH),
+        ("train", "xception", bf16, LARGEST_TRAIN_BATCH.get("xception", 0)),
+        ("train", "efficientnetv2_s", bf16, LARGEST_TRAIN_BATCH.get("efficientnetv2_s", 0)),
+        ("extract", "xception", fp32, RECIPE_BATCH),
+        ("train", "xception", fp32, RECIPE_BATCH),
+        ("extract", "efficientnetv2_s", fp32, RECIPE_BATCH),
+        ("train", "efficientnetv2_s", fp32, RECIPE_BATCH),
+        ("train", "efficientnetv2_s", bf16, RECIPE_BATCH),
+    ]
+    unique = []
+    for row in rows:
+        if row[3] and row not in unique:
+            unique.append(row)
+    return unique
+
+
+def elapsed() -> float:
+    return time.monotonic() - STARTED
+
+
+def matmul_peak(dtype: str, n: int, repeats: int = 20) -> float:
+    """Dense n x n x n matmul FLOP/s in `dtype` on the default device (random data)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    a, b = (jax.random.normal(k, (n, n), dtype=dtype) for k in keys)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        result = matmul(a, b)
+    result.block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - started)
+
+
+def forward_flops(model: keras.Model, stored_size: int) -> float:
+    """FLOPs of one image's forward pass, from XLA's cost analysis (no compilation)."""
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def forward(trainable, frozen, x):
+        return model.stateless_call(trainable, frozen, x, training=False)[0]
+
+    image = jax.ShapeDtypeStruct((1, stored_size, stored_size, 3), jnp.float32)
+    cost = jax.jit(forward).lower(trainable, frozen, image).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def out_of_memory(error: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
+
+
+def fresh_models(backbone: str, size: int, precision: str):
+    keras.backend.clear_session()
+    gc.collect()
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(0)
+    extractor = build_feature_extractor(backbone, 32, size, None)
+    return extractor
+
+
+def measure_extraction(backbone, size, precision, batch, images):
+    extractor = fresh_models(backbone, size, precision)
+    started = time.perf_counter()
+    extract_features(extractor, images[: 2 * batch], batch, "warm-up")  # compile
+    compile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    extract_features(extractor, images, batch, "timed")
+    return len(images) / (time.perf_counter() - started), compile_s
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def measure_fine_tune(backbone, size, precision, batch, images, labels):
+    extractor = fresh_models(backbone, size, precision)
+    head = build_head(extractor.output.shape[-1], [256, 128, 64], 0.3, 10)
+    classifier = build_classifier(extractor, head)
+    unfreeze(backbone_of(extractor), "all")
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(1e-5),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    n = TRAIN_STEPS * batch
+    data = ArrayBatches(images[:n], one_hot(labels[:n], 10), batch, shuffle_seed=0)
+    times = EpochTimes()
+    # Epoch 1 compiles and warms up; epoch 2 is timed.
+    classifier.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=[times])
+    return n / times.seconds[1], times.seconds[0] - times.seconds[1]
+
+
+def measure_head_epoch(feature_width: int, n_train: int, batch: int, precision: str) -> float:
+    """Seconds per head epoch on cached features (the train_head stage's unit of work)."""
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(precision)
+    head = build_head(feature_width, [256, 128, 64], 0.3, 10)
+    head.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(n_train, feature_width)).astype(np.float32)
+    labels = one_hot(rng.integers(0, 10, n_train), 10)
+    times = EpochTimes()
+    head.fit(
+        ArrayBatches(features, labels, batch, shuffle_seed=0),
+        epochs=2,
+        verbose=0,
+        shuffle=False,
+        callbacks=[times],
+    )
+    return times.seconds[1]
+
+
+def main() -> None:
+    device = jax.devices()[0]
+    print(
+        f"machine: {device.device_kind} ({device.platform}), {len(jax.devices())} device(s), "
+        f"{os.cpu_count()} CPU cores; JAX {jax.__version__}, Keras {keras.__version__}",
+        flush=True,
+    )
+    peaks = {}
+    for dtype in ("bfloat16", "float32"):
+        peaks[dtype] = matmul_peak(dtype, MATMUL_N)
+        print(f"dense {dtype} matmul ({MATMUL_N}^3): {peaks[dtype] / 1e12:.3g} TFLOP/s", flush=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (EXTRACT_IMAGES, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, EXTRACT_IMAGES)
+    results = {"device": device.device_kind, "peaks": peaks, "rows": [], "skipped": []}
+    flops = {}
+    for backbone, size in SIZES.items():
+        keras.mixed_precision.set_global_policy("float32")
+        flops[backbone] = forward_flops(fresh_models(backbone, size, "float32"), 32)
+        print(f"{backbone} at {size} px: {flops[backbone] / 1e9:.2f} GFLOP per image (forward)")
+    results["gflop_per_image"] = {k: v / 1e9 for k, v in flops.items()}
+
+    table = [
+        f"{'phase':8} {'backbone':17} {'px':>4} {'precision':15} {'batch':>5} "
+        f"{'images/s':>9} {'% peak':>7} {'compile s':>9}"
+    ]
+
+    def row(text: str) -> None:
+        table.append(text)
+        print(text, flush=True)
+
+    print("\n" + table[0], flush=True)
+    for kind, backbone, precision, batch in plan():
+        size = SIZES[backbone]
+        if elapsed() > ARGS.budget_s:
+            results["skipped"].append([kind, backbone, size, precision, batch])
+            row(f"{kind:8} {backbone:17} {size:>4} {precision:15} {batch:>5} skipped (time)")
+            continue
+        try:
+            if kind == "extract":
+                rate, compile_s = measure_extraction(backbone, size, precision, batch, images)
+                flop = flops[backbone]
+            else:
+                rate, compile_s = measure_fine_tune(
+                    backbone, size, precision, batch, images, labels
+                )
+                flop = 3 * flops[backbone]
+        except Exception as error:  # noqa: BLE001 - report the row, go on with the next
+            reason = "out of memory" if out_of_memory(error) else str(error).splitlines()[0][:80]
+            row(f"{kind:8} {backbone:17} {size:>4} {precision:15} {batch:>5} failed: {reason}")
+            results["rows"].append([kind, backbone, size, precision, batch, None, reason])
+            continue
+        peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
+        fraction = rate * flop / peak
+        results["rows"].append([kind, backbone, size, precision, batch, rate, fraction, compile_s])
+        row(
+            f"{kind:8} {backbone:17} {size:>4} {precision:15} {batch:>5} "
+            f"{rate:9.1f} {100 * fraction:6.1f}% {compile_s:9.1f}"
+        )
+
+    head_s = measure_head_epoch(2048, 35000 if not ARGS.smoke else 640, 32, "mixed_bfloat16")
+    print("\nsummary (progress lines above omitted):\n" + "\n".join(table))
+    print(f"\nhead epoch on 35,000 cached features, batch 32: {head_s:.1f} s")
+    results["head_epoch_s"] = head_s
+    project(results, head_s)
+    if ARGS.out:
+        ARGS.out.write_text(json.dumps(results, indent=1))
+    print(f"total {elapsed():.0f} s")
+
+
+def rate_of(results, kind, backbone, precision, batch):
+    for row in results["rows"]:
+        if row[:2] == [kind, backbone] and row[3] == precision and row[4] == batch and row[5]:
+            return row[5]
+    return None
+
+
+def project(results, head_s: float) -> None:
+    """Wall time of whole pipelines from the measured rates (CIFAR-10: 35k/15k/10k)."""
+    precision = "mixed_bfloat16"
+    recipes = {
+        # name: backbone, head epochs, fine-tune epochs, fine-tune batch
+        "default (seed recipe: xception 224, 15 + 15 epochs)": ("xception", 15, 15, RECIPE_BATCH),
+        "strong (efficientnetv2_s 384, 3 + 10 epochs)": ("efficientnetv2_s", 3, 10, STRONG_BATCH),
+    }
+    print(f"\nprojected wall time on this device, {precision}, excluding Python start-up:")
+    for name, (backbone, head_epochs, ft_epochs, ft_batch) in recipes.items():
+        extract = rate_of(results, "extract", backbone, precision, FEATURE_BATCH)
+        extract_ft = rate_of(results, "extract", backbone, precision, RECIPE_BATCH)
+        train = rate_of(results, "train", backbone, precision, ft_batch)
+        if not (extract and extract_ft and train):
+            print(f"  {name}: not projected (a rate is missing)")
+            continue
+        features = 60000 / extract
+        head = head_epochs * head_s
+        # Each fine-tune epoch: 35k training images + 15k validation images (inference).
+        fine_tune = ft_epochs * (35000 / train + 15000 / extract_ft)
+        evaluate = 10000 / extract
+        total = features + head + fine_tune + evaluate
+        results.setdefault("projections", {})[name] = total
+        print(
+            f"  {name}: {total / 60:.1f} min (features {features:.0f} s, head {head:.0f} s, "
+            f"fine-tune {fine_tune / 60:.1f} min, evaluate {evaluate:.0f} s; compile not counted)"
+        )
+
+
+if __name__ == "__main__":
+    main()

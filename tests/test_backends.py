@@ -1,0 +1,114 @@
+"""The same tiny pipeline on the jax backend, with TensorFlow blocked, and models that move
+between backends.
+
+One real `dvc exp run -S compute.backend=jax` (module fixture) in a process tree where
+`import tensorflow` raises, with two forced XLA CPU devices: the training stages run
+data-parallel over both (keras.distribution.DataParallel).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import copy_of, tool_env
+from PIL import Image
+
+BLOCK_TENSORFLOW = Path(__file__).parent / "without_tensorflow"
+MODEL_STAGES = {"features", "train_head", "fine_tune", "evaluate"}
+STAGE_METRICS = {
+    "features": "metrics/features.json",
+    "train_head": "dvclive/train_head/metrics.json",
+    "fine_tune": "dvclive/fine_tune/metrics.json",
+    "evaluate": "dvclive/evaluate/metrics.json",
+}
+
+
+def jax_env(devices: int = 2) -> dict:
+    """The jax backend's environment: TensorFlow blocked, `devices` XLA CPU devices."""
+    return {
+        "PYTHONPATH": str(BLOCK_TENSORFLOW),
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "KERAS_BACKEND": "",  # the param decides, not the environment
+    }
+
+
+@pytest.fixture(scope="module")
+def jax_run(pipeline, tmp_path_factory):
+    repo = copy_of(pipeline, tmp_path_factory.mktemp("jax") / "repo")
+    blocked = repo.run(sys.executable, "-c", "import tensorflow", check=False, env=jax_env())
+    assert blocked.returncode != 0 and "blocked in this test" in blocked.stderr
+    result = repo.dvc("exp", "run", "-S", "compute.backend=jax", env=jax_env())
+    repo.log = result.stdout + result.stderr
+    return repo
+
+
+def test_every_model_stage_reruns_and_runs_on_jax_without_tensorflow(jax_run):
+    assert jax_run.ran_stages(jax_run.log) == MODEL_STAGES | {"report"}
+    for stage, path in STAGE_METRICS.items():
+        # e.g. "jax 0.10.2; 2 x cpu; float32; mirrored x2"
+        backend, devices, precision, _ = jax_run.json(path)["compute"].split("; ")
+        assert backend.startswith("jax 0."), stage
+        assert (devices, precision) == ("2 x cpu", "float32"), stage
+
+
+def test_training_stages_run_data_parallel_over_two_cpu_devices_on_jax(jax_run):
+    for stage in ("train_head", "fine_tune"):
+        assert jax_run.json(STAGE_METRICS[stage])["compute"].endswith("; mirrored x2"), stage
+    # Extraction and evaluation run on one device (see stages/features.py).
+    for stage in ("features", "evaluate"):
+        assert jax_run.json(STAGE_METRICS[stage])["compute"].endswith("; none x1"), stage
+    assert "backend=jax" in jax_run.log and "replicas=2" in jax_run.log
+
+
+def test_jax_reaches_the_tensorflow_runs_accuracy_band(jax_run, pipeline):
+    on_tensorflow = pipeline.json(STAGE_METRICS["evaluate"])
+    on_jax = jax_run.json(STAGE_METRICS["evaluate"])
+    for key in ("test_accuracy", "head_only_test_accuracy"):
+        # 60 test images: one image is 1.7 %. Same recipe and data, another backend.
+        assert on_jax[key] > 0.5 and abs(on_jax[key] - on_tensorflow[key]) <= 0.15, key
+
+
+def _predict(repo, images: list[Path], out: Path, env: dict) -> dict[str, np.ndarray]:
+    """tl-predict's probabilities of all classes per image, run as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "transfer_pipeline.predict", "--top-k", "10", "--csv", str(out)]
+        + [str(image) for image in images],
+        cwd=repo.path,
+        env={**tool_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    classes = json.loads((repo.path / "data/prepared/classes.json").read_text())
+    probabilities: dict[str, np.ndarray] = {}
+    with open(out, newline="") as handle:
+        for row in csv.DictReader(handle):
+            vector = probabilities.setdefault(row["path"], np.zeros(len(classes)))
+            vector[classes.index(row["class"])] = float(row["probability"])
+    return probabilities
+
+
+@pytest.mark.parametrize("trained_on", ["jax", "tensorflow"])
+def test_a_model_trained_on_one_backend_predicts_the_same_on_the_other(
+    trained_on, jax_run, pipeline, tmp_path
+):
+    if trained_on == "jax":
+        repo, env = jax_run, {"KERAS_BACKEND": "tensorflow"}
+    else:
+        repo, env = pipeline, {**jax_env(devices=1), "KERAS_BACKEND": "jax"}
+    expected = np.load(repo.path / "eval/predictions.npz")["fine_tuned"]  # on `trained_on`
+    test_x = np.load(repo.path / "data/prepared/test_x.npy")
+    images = []
+    for index in range(4):
+        images.append(tmp_path / f"test-{index}.png")
+        Image.fromarray(test_x[index]).save(images[-1])  # lossless, at the stored size
+    predicted = _predict(repo, images, tmp_path / "predictions.csv", env)
+    for index, path in enumerate(images):
+        np.testing.assert_allclose(predicted[str(path)], expected[index], atol=1e-4)
