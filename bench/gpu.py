@@ -118,7 +118,7 @@ def matmul_peak(dtype: str, n: int, repeats: int = 20) -> float:
 
 
 def forward_flops(model: keras.Model, stored_size: int) -> float:
-    """FLOPs of one image's forward pass, from XLA's cost analysis (no compilation)."""
+    """FLOPs of one image's forward pass, from XLA's cost analysis."""
     trainable = [v.value for v in model.trainable_variables]
     frozen = [v.value for v in model.non_trainable_variables]
 
@@ -126,7 +126,9 @@ def forward_flops(model: keras.Model, stored_size: int) -> float:
         return model.stateless_call(trainable, frozen, x, training=False)[0]
 
     image = jax.ShapeDtypeStruct((1, stored_size, stored_size, 3), jnp.float32)
-    cost = jax.jit(forward).lower(trainable, frozen, image).cost_analysis()
+    lowered = jax.jit(forward).lower(trainable, frozen, image)
+    cost = lowered.cost_analysis()  # None on some backends (CUDA): ask the compiled program
+    cost = cost or lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"])
 
