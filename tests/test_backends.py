@@ -69,9 +69,13 @@ def test_training_stages_run_data_parallel_over_two_cpu_devices_on_jax(jax_run):
 def test_jax_reaches_the_tensorflow_runs_accuracy_band(jax_run, pipeline):
     on_tensorflow = pipeline.json(STAGE_METRICS["evaluate"])
     on_jax = jax_run.json(STAGE_METRICS["evaluate"])
-    for key in ("test_accuracy", "head_only_test_accuracy"):
-        # 60 test images: one image is 1.7 %. Same recipe and data, another backend.
-        assert on_jax[key] > 0.5 and abs(on_jax[key] - on_tensorflow[key]) <= 0.15, key
+    # 60 test images: one image is 1.7 %. Same recipe and data, another backend.
+    tensorflow, jax = on_tensorflow["test_accuracy"], on_jax["test_accuracy"]
+    assert jax > 0.5 and abs(jax - tensorflow) <= 0.15, (tensorflow, jax)
+    # The tiny pipeline's backbone has random weights (weights: null), drawn by each
+    # backend's own generator: the frozen features differ, so the head alone is only
+    # required to learn (chance is 0.1; seen: 0.95 on tensorflow, 0.78 on jax).
+    assert on_jax["head_only"]["test_accuracy"] > 0.5
 
 
 def _predict(repo, images: list[Path], out: Path, env: dict) -> dict[str, np.ndarray]:
@@ -112,3 +116,15 @@ def test_a_model_trained_on_one_backend_predicts_the_same_on_the_other(
     predicted = _predict(repo, images, tmp_path / "predictions.csv", env)
     for index, path in enumerate(images):
         np.testing.assert_allclose(predicted[str(path)], expected[index], atol=1e-4)
+
+
+def test_same_params_and_seed_give_the_same_metrics_on_jax_cpu(jax_run):
+    """A forced rerun of train_head on jax (two CPU devices, data parallel) repeats the
+    metrics to 1e-6: what the README's Determinism section states for jax on CPU."""
+    path = STAGE_METRICS["train_head"]
+    before = jax_run.json(path)
+    jax_run.dvc("repro", "-f", "-s", "train_head", env=jax_env())
+    after = jax_run.json(path)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert after[key] == pytest.approx(before[key], abs=1e-6), key
+    assert after["compute"] == before["compute"]
