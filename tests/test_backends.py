@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_of, tool_env
+from conftest import copy_of, new_repo, tool_env
 from PIL import Image
 
-BLOCK_TENSORFLOW = Path(__file__).parent / "without_tensorflow"
+BLOCKED_IMPORTS = Path(__file__).parent / "blocked_imports"
 MODEL_STAGES = {"features", "train_head", "fine_tune", "evaluate"}
 STAGE_METRICS = {
     "features": "metrics/features.json",
@@ -32,7 +32,8 @@ STAGE_METRICS = {
 def jax_env(devices: int = 2) -> dict:
     """The jax backend's environment: TensorFlow blocked, `devices` XLA CPU devices."""
     return {
-        "PYTHONPATH": str(BLOCK_TENSORFLOW),
+        "PYTHONPATH": str(BLOCKED_IMPORTS),
+        "BLOCKED_IMPORTS": "tensorflow",
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "KERAS_BACKEND": "",  # the param decides, not the environment
     }
@@ -128,3 +129,24 @@ def test_same_params_and_seed_give_the_same_metrics_on_jax_cpu(jax_run):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert after[key] == pytest.approx(before[key], abs=1e-6), key
     assert after["compute"] == before["compute"]
+
+
+def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    repo.set_params({"compute": {"backend": "jax"}})
+    result = repo.run(
+        sys.executable,
+        "-m",
+        "stages.train_head",
+        "data/prepared",
+        "data/features",
+        "models/head.keras",
+        "dvclive/train_head",
+        check=False,
+        env={"PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "jax"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        'error: compute.backend = jax but jax is not installed; run `pip install -e ".[jax]"` '
+        "or choose another compute.backend"
+    ]

@@ -25,7 +25,11 @@ def select(name: str) -> str:
                 f"Keras was already imported with the {current} backend; compute.backend = "
                 f"{name} must be set before Keras is imported"
             )
-    if importlib.util.find_spec(name) is None:
+    try:
+        installed = importlib.util.find_spec(name) is not None
+    except ImportError:
+        installed = False
+    if not installed:
         raise PipelineError(
             f"compute.backend = {name} but {name} is not installed; run `{INSTALL[name]}` "
             "or choose another compute.backend"

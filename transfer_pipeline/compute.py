@@ -3,9 +3,9 @@
 ``configure()`` runs before any model or tensor exists (logical devices and the global dtype
 policy can only be set then), after ``backend.select()`` chose the Keras backend.
 
-    backend      one device                several devices              several machines
-    tensorflow   default strategy          tf.distribute.Mirrored       MultiWorkerMirrored
-    jax          default                   keras DataParallel (local)   not supported here
+    backend      one device          several devices in one machine
+    tensorflow   default strategy    tf.distribute.MirroredStrategy
+    jax          no distribution     keras.distribution.DataParallel over the local devices
 
 TensorFlow is imported only on the tensorflow backend.
 """
@@ -13,13 +13,9 @@ TensorFlow is imported only on the tensorflow backend.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from dataclasses import dataclass, field
 
 import keras
-
-from .errors import PipelineError
 
 
 @dataclass
@@ -117,8 +113,6 @@ def resolve_precision(choice: str) -> str:
 def resolve_distribute(choice: str) -> str:
     if choice != "auto":
         return choice
-    if _backend() == "tensorflow" and os.environ.get("TF_CONFIG"):
-        return "multi_worker"
     if _backend() == "jax":
         import jax
 
@@ -131,14 +125,6 @@ def _tensorflow_strategy(kind: str):
 
     if kind == "none":
         return tf.distribute.get_strategy()
-    if kind == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise PipelineError(
-                "compute.distribute = multi_worker needs the TF_CONFIG environment variable "
-                "(cluster and task) on every worker; see README 'Several machines'"
-            )
-        json.loads(os.environ["TF_CONFIG"])  # fail early on a malformed TF_CONFIG
-        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = _gpus()
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -155,11 +141,6 @@ def _jax_distribution(kind: str) -> int:
     """Data parallel over this machine's devices; returns the number of replicas."""
     import jax
 
-    if kind == "multi_worker":
-        raise PipelineError(
-            "compute.distribute = multi_worker is TensorFlow-only here; on JAX use "
-            "compute.distribute = mirrored on one machine with several devices"
-        )
     if kind == "none":
         return 1
     devices = jax.local_devices()

@@ -23,7 +23,9 @@ CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 DATASETS = ("cifar10", "cifar100", "image_folder")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
+# No multi-machine option: tf.distribute.MultiWorkerMirroredStrategy does not train under
+# Keras 3.15 (README, "Backends, GPUs and several machines").
+DISTRIBUTE = ("auto", "none", "mirrored")
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
 RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
 
