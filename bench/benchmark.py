@@ -2,6 +2,9 @@
 
     python bench/benchmark.py                 # small settings, a few minutes on 2 CPU cores
     python bench/benchmark.py --real-size     # adds Xception at 224 px (the seed's size)
+    python bench/benchmark.py --backend jax   # the same on the jax backend
+    python bench/benchmark.py --compare-backends [--real-size]   # 2, 3 and the peak for
+                                              # tensorflow and jax, one table
 
 Prints, for each setting:
   1. the head trained on cached features vs the same head trained end-to-end through the
@@ -16,6 +19,7 @@ Prints, for each setting:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -28,8 +32,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real-size", action="store_true", help="also Xception at 224 px")
+    parser.add_argument("--skip-repro", action="store_true")
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
+    parser.add_argument(
+        "--compare-backends", action="store_true", help="one table for tensorflow and jax"
+    )
+    parser.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ["KERAS_BACKEND"] = ARGS.backend  # before Keras is imported
+
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np  # noqa: E402
 from synthetic import class_images  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
@@ -38,19 +58,45 @@ from transfer_pipeline.model import build_classifier, build_feature_extractor, b
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 20) -> float:
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    matmul = tf.function(lambda x, y: tf.matmul(x, y))
-    matmul(a, b).numpy()
+    """Dense float32 n x n x n matmul FLOP/s through the backend's own compiler."""
+    a, b = (np.random.default_rng(i).normal(size=(n, n)).astype("float32") for i in (0, 1))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        matmul = jax.jit(lambda x, y: x @ y)
+        a, b = jax.device_put(a), jax.device_put(b)
+        finish = jax.block_until_ready
+    else:
+        import tensorflow as tf
+
+        matmul = tf.function(tf.matmul)
+        a, b = tf.constant(a), tf.constant(b)
+        finish = np.asarray
+    finish(matmul(a, b))
     started = time.perf_counter()
     for _ in range(repeats):
         result = matmul(a, b)
-    result.numpy()
+    finish(result)
     return 2 * n**3 * repeats / (time.perf_counter() - started)
 
 
 def flops_per_image(model: keras.Model, shape) -> float:
-    """Float operations of one forward pass (multiply and add counted separately)."""
+    """Float operations of one forward pass (multiply and add counted separately), from the
+    backend's own cost analysis: TensorFlow's profiler, or XLA's on jax."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def forward(trainable, frozen, x):
+            return model.stateless_call(trainable, frozen, x, training=False)[0]
+
+        lowered = jax.jit(forward).lower(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            jax.ShapeDtypeStruct((1, *shape), "float32"),
+        )
+        cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+        return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -61,6 +107,20 @@ def flops_per_image(model: keras.Model, shape) -> float:
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return float(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+class ConstantBatch(keras.utils.PyDataset):
+    """One in-memory batch, `steps` times: feeding that costs nothing, on every backend."""
+
+    def __init__(self, x, y, steps: int):
+        super().__init__()
+        self.x, self.y, self.steps = x, y, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        return self.x, self.y
 
 
 def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batch):
@@ -131,9 +191,7 @@ def pipeline_overhead(backbone, image_size, n_images, batch):
     model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
     steps = len(x) // batch
     real = ArrayBatches(x[: steps * batch], y1[: steps * batch], batch, shuffle_seed=0)
-    constant = tf.data.Dataset.from_tensors(
-        (tf.constant(x[:batch]), tf.constant(y1[:batch]))
-    ).repeat(steps)
+    constant = ConstantBatch(x[:batch], y1[:batch], steps)
 
     def step_seconds(data):
         started = time.perf_counter()
@@ -167,21 +225,76 @@ def no_change_repro_seconds() -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real-size", action="store_true", help="also Xception at 224 px")
-    parser.add_argument("--skip-repro", action="store_true")
-    args = parser.parse_args()
-    os.environ.setdefault("CI", "true")  # one progress line per quarter, not a bar
+def backend_row(real_size: bool) -> dict:
+    """Extraction, its share of the matmul peak, and the fine-tune step on this backend."""
+    backbone, size, batch = ("xception", 224, 32) if real_size else ("resnet50", 32, 32)
+    peak = matmul_flops_per_second()
+    per_second, flops, fraction = extraction_throughput(backbone, size, 256, peak)
+    real, constant = pipeline_overhead(backbone, size, 128 if real_size else 320, batch)
+    return {
+        "backend": f"{keras.backend.backend()} {backend_version()}",
+        "setting": f"{backbone} {size} px, batch {batch}",
+        "peak_gflops": peak / 1e9,
+        "gflop_per_image": flops / 1e9,
+        "images_per_s": per_second,
+        "fraction": fraction,
+        "step_ms": real * 1e3,
+        "constant_step_ms": constant * 1e3,
+    }
 
-    gpus = len(tf.config.list_physical_devices("GPU"))
+
+def backend_version() -> str:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.__version__
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def compare_backends(real_size: bool) -> None:
+    """Each backend in its own process (Keras' backend is fixed at import), one table."""
+    rows = []
+    for backend in ("tensorflow", "jax"):
+        command = [sys.executable, __file__, "--backend", backend, "--json-row"]
+        done = subprocess.run(
+            command + (["--real-size"] if real_size else []),
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "CI": "true"},
+        )
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"machine: {os.cpu_count()} CPU cores, Keras {keras.__version__}; {rows[0]['setting']}")
     print(
-        f"machine: {os.cpu_count()} CPU cores, {gpus} GPUs, TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}"
+        f"{'backend':20} {'matmul GFLOP/s':>14} {'GFLOP/image':>11} {'extract img/s':>13} "
+        f"{'% of peak':>9} {'ft step ms':>10} {'constant ms':>11} {'overhead':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['backend']:20} {r['peak_gflops']:14.1f} {r['gflop_per_image']:11.2f} "
+            f"{r['images_per_s']:13.1f} {r['fraction']:9.0%} {r['step_ms']:10.0f} "
+            f"{r['constant_step_ms']:11.0f} {r['step_ms'] / r['constant_step_ms'] - 1:+8.1%}"
+        )
+
+
+def main() -> None:
+    args = ARGS
+    os.environ.setdefault("CI", "true")  # one progress line per quarter, not a bar
+    if args.json_row:
+        print(json.dumps(backend_row(args.real_size)))
+        return
+    if args.compare_backends:
+        compare_backends(args.real_size)
+        return
+
+    print(
+        f"machine: {os.cpu_count()} CPU cores, Keras {keras.__version__} on "
+        f"{keras.backend.backend()} {backend_version()}"
     )
     peak = matmul_flops_per_second()
     print(f"dense float32 matmul (2048x2048): {peak / 1e9:.1f} GFLOP/s")
-
     # small: ResNet50 at 32 px learns from random weights (Xception's random features are ~0);
     # real-size: the seed's Xception at 224 px.
     settings = [("small", "resnet50", 32, 1000, 300, 15, 32)]
