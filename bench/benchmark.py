@@ -254,8 +254,15 @@ def backend_version() -> str:
 
 
 def compare_backends(real_size: bool) -> None:
-    """Each backend in its own process (Keras' backend is fixed at import), one table."""
-    rows = []
+    """Each backend in its own process (Keras' backend is fixed at import), one table; each
+    row is printed as soon as its backend is done."""
+    print(f"machine: {os.cpu_count()} CPU cores, Keras {keras.__version__}", flush=True)
+    print(
+        f"{'backend':20} {'setting':28} {'matmul GFLOP/s':>14} {'GFLOP/image':>11} "
+        f"{'extract img/s':>13} {'% of peak':>9} {'ft step ms':>10} {'constant ms':>11} "
+        f"{'overhead':>8}",
+        flush=True,
+    )
     for backend in ("tensorflow", "jax"):
         command = [sys.executable, __file__, "--backend", backend, "--json-row"]
         done = subprocess.run(
@@ -265,17 +272,13 @@ def compare_backends(real_size: bool) -> None:
             check=True,
             env={**os.environ, "CI": "true"},
         )
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"machine: {os.cpu_count()} CPU cores, Keras {keras.__version__}; {rows[0]['setting']}")
-    print(
-        f"{'backend':20} {'matmul GFLOP/s':>14} {'GFLOP/image':>11} {'extract img/s':>13} "
-        f"{'% of peak':>9} {'ft step ms':>10} {'constant ms':>11} {'overhead':>8}"
-    )
-    for r in rows:
+        r = json.loads(done.stdout.strip().splitlines()[-1])
         print(
-            f"{r['backend']:20} {r['peak_gflops']:14.1f} {r['gflop_per_image']:11.2f} "
-            f"{r['images_per_s']:13.1f} {r['fraction']:9.0%} {r['step_ms']:10.0f} "
-            f"{r['constant_step_ms']:11.0f} {r['step_ms'] / r['constant_step_ms'] - 1:+8.1%}"
+            f"{r['backend']:20} {r['setting']:28} {r['peak_gflops']:14.1f} "
+            f"{r['gflop_per_image']:11.2f} {r['images_per_s']:13.1f} {r['fraction']:9.0%} "
+            f"{r['step_ms']:10.0f} {r['constant_step_ms']:11.0f} "
+            f"{r['step_ms'] / r['constant_step_ms'] - 1:+8.1%}",
+            flush=True,
         )
 
 
