@@ -13,8 +13,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +72,37 @@ class Repo:
 
     def dvc(self, *args: str, check: bool = True, env: dict | None = None):
         return self.run(sys.executable, "-m", "dvc", *args, check=check, env=env)
+
+    @contextmanager
+    def dvc_beside(self, *args: str, env: dict | None = None, timeout: int = 900):
+        """`dvc <args>` in the background while the block runs other commands (two runs on
+        two cores); on leaving, waits for it and checks it succeeded. Its output goes to files,
+        so a long log cannot block it."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dvc", *args],
+                cwd=self.path,
+                env={**tool_env(), **(env or {})},
+                stdout=out,
+                stderr=err,
+                text=True,
+                start_new_session=True,  # its stages with it, should the block fail
+            )
+            try:
+                yield process
+                process.wait(timeout=timeout)
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            out.seek(0)
+            err.seek(0)
+            process.stdout_text, process.stderr_text = out.read(), err.read()
+        if process.returncode != 0:
+            raise AssertionError(
+                f"dvc {' '.join(args)} failed ({process.returncode}):\n"
+                f"{process.stdout_text[-4000:]}\n{process.stderr_text[-4000:]}"
+            )
 
     def snapshot(self) -> dict[str, str]:
         """MD5 of every pipeline output file: to prove a failed run changed none of them."""

@@ -2,8 +2,6 @@
 dependencies, a metrics table that fits a terminal."""
 
 import json
-import sys
-import time
 
 import yaml
 from conftest import REPO_ROOT, copy_of
@@ -43,19 +41,23 @@ def test_metrics_show_fits_a_terminal(pipeline):
 def test_a_queued_experiment_sees_a_dvc_added_weights_file(pipeline, tmp_path):
     repo = copy_of(pipeline, tmp_path / "repo")
     weights = repo.path / "weights/resnet50_notop.weights.h5"
-    # A real Keras weights file for this backbone, made once by the features stage's code.
-    script = (
-        "import keras; keras.utils.set_random_seed(7); "
-        "keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3),"
-        f" pooling='avg').save_weights('{weights}')"
-    )
-    repo.run(sys.executable, "-c", script)
+    # A real Keras weights file for this backbone (made here, in the test's own process).
+    import keras
+
+    keras.utils.set_random_seed(7)
+    keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    ).save_weights(weights)
     repo.dvc("add", "-q", "weights/resnet50_notop.weights.h5")
     repo.commit("weights for air-gapped runs")
     chosen = f"model.weights={weights.relative_to(repo.path)}"
     repo.dvc("exp", "run", "--queue", "-S", chosen, "features")
-    repo.dvc("queue", "start", "-j", "1")
-    _wait_for_queue(repo)
+    try:
+        repo.dvc("exp", "run", "--run-all", "--jobs", "1")  # starts a worker, waits for it
+    finally:
+        repo.dvc("queue", "stop", check=False)
+    status = repo.dvc("queue", "status").stdout
+    assert "Failed" not in status and "Success" in status, status
     rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
     widths = [
         revision["data"]["metrics"]["metrics/features.json"]["data"]["feature_width"]
@@ -65,13 +67,3 @@ def test_a_queued_experiment_sees_a_dvc_added_weights_file(pipeline, tmp_path):
         if revision.get("data", {}).get("metrics", {}).get("metrics/features.json")
     ]
     assert widths == [2048], rows
-
-
-def _wait_for_queue(repo) -> None:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = repo.dvc("queue", "status").stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        time.sleep(3)
-    assert "Failed" not in status and "Success" in status, status

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from conftest import Repo, copy_of
 
 STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
@@ -41,17 +42,46 @@ def test_tiny_pipeline_learns_more_than_chance(pipeline):
     assert evaluation["test_accuracy"] > 0.5
 
 
+# Five experiments from the baseline, queued on one copy and run three at a time by DVC's own
+# queue (each in a temporary workspace sharing the copy's cache and run-cache), longest first.
+QUEUED = {
+    "mirrored": ["-S", "compute.distribute=mirrored"],
+    "rerun": ["--force"],  # same params and seed, every stage forced
+    "lr": ["-S", "lr=1e-4"],
+    "fine-tune-lr": ["-S", "fine_tune.lr=3e-5"],
+    "report": ["-S", "report.wrong_examples=4"],
+}
+
+
 @pytest.fixture(scope="module")
 def experiments(pipeline, tmp_path_factory):
-    """Three experiments in a row on one copy; the first is also committed for metrics diff."""
+    """The queued experiments, run by `dvc exp run --run-all -j 3`; the lr experiment is then
+    applied and committed (for metrics and plots diff between commits)."""
     repo = copy_of(pipeline, tmp_path_factory.mktemp("experiments") / "repo")
     repo.before = repo.json(METRICS["train_head"])
-    runs = {"lr": repo.dvc("exp", "run", "-S", "lr=1e-4")}
+    for name, args in QUEUED.items():
+        repo.dvc("exp", "run", "--queue", "--name", name, *args)
+    try:
+        repo.dvc("exp", "run", "--run-all", "--jobs", "3")
+    finally:
+        repo.dvc("queue", "stop", check=False)  # no idle worker left behind
+    repo.logs = {name: repo.dvc("queue", "logs", name).stdout for name in QUEUED}
+    repo.runs = {name: repo.ran_stages(log) for name, log in repo.logs.items()}
+    repo.revs = {
+        revision["name"]: revision["rev"]
+        for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout)
+        for experiment in baseline.get("experiments") or []
+        for revision in experiment.get("revs", [])
+    }
+    repo.dvc("exp", "apply", "lr")
     repo.commit("head lr 1e-4")
-    runs["fine_tune.lr"] = repo.dvc("exp", "run", "-S", "fine_tune.lr=3e-5")
-    runs["report"] = repo.dvc("exp", "run", "-S", "report.wrong_examples=4")
-    repo.runs = {name: repo.ran_stages(run.stdout) for name, run in runs.items()}
     return repo
+
+
+def _committed(repo, experiment: str, path: str):
+    """A git-tracked file as an experiment committed it."""
+    text = repo.git("show", f"{repo.revs[experiment]}:{path}")
+    return yaml.safe_load(text) if path.endswith((".lock", ".yaml")) else json.loads(text)
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
@@ -59,7 +89,7 @@ def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
 
 
 def test_changing_fine_tune_lr_does_not_rerun_train_head(experiments):
-    assert experiments.runs["fine_tune.lr"] == {"fine_tune", "evaluate", "report"}
+    assert experiments.runs["fine-tune-lr"] == {"fine_tune", "evaluate", "report"}
 
 
 def test_changing_report_settings_reruns_only_report(experiments):
@@ -67,7 +97,8 @@ def test_changing_report_settings_reruns_only_report(experiments):
 
 
 def test_exp_show_lists_the_experiments_with_their_params(experiments):
-    shown = json.loads(experiments.dvc("exp", "show", "--json").stdout)
+    # The experiments branch off the baseline, now HEAD~1: show both commits.
+    shown = json.loads(experiments.dvc("exp", "show", "--json", "--num", "2").stdout)
     learning_rates = {float(v) for v in _values_of(shown, "lr")}  # lr and fine_tune.lr
     assert {1e-4, 3e-5} <= learning_rates  # the committed lr and the fine_tune.lr experiment
     assert 4 in set(_values_of(shown, "wrong_examples"))  # the report experiment
@@ -98,17 +129,20 @@ def test_metrics_diff_between_commits_lists_changed_accuracy_keys(experiments):
         assert head_diff[key]["new"] == committed[key]
 
 
-def test_same_params_and_seed_give_identical_split_and_metrics(pipeline_copy):
-    """Determinism on CPU: a forced rerun reproduces the split bit for bit and the metrics."""
-    repo = pipeline_copy
-    split_before = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
-    metrics_before = {n: repo.json(METRICS[n]) for n in ("train_head", "fine_tune", "evaluate")}
-    repo.dvc("repro", "--force", "prepare")
-    repo.dvc("repro", "--force", "--downstream", "train_head")
-    split_after = {k: v for k, v in repo.snapshot().items() if k.startswith("data/prepared")}
-    assert split_after == split_before
-    for name, before in metrics_before.items():
-        after = repo.json(METRICS[name])
+def test_same_params_and_seed_give_identical_split_and_metrics(experiments, pipeline):
+    """Determinism on CPU: a forced rerun of every stage reproduces the split bit for bit and
+    the metrics."""
+    assert experiments.runs["rerun"] == STAGES
+    rerun_lock = _committed(experiments, "rerun", "dvc.lock")
+    baseline_lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
+    split_before, split_after = (
+        {out["path"]: out["md5"] for out in lock["stages"]["prepare"]["outs"]}
+        for lock in (baseline_lock, rerun_lock)
+    )
+    assert split_after == split_before  # data/prepared: the md5 of every file
+    for name in ("train_head", "fine_tune", "evaluate"):
+        before = pipeline.json(METRICS[name])
+        after = _committed(experiments, "rerun", METRICS[name])
         for key, value in before.items():
             if key in ("seconds", "images_per_s"):
                 continue  # wall time differs; everything else must not
@@ -118,14 +152,14 @@ def test_same_params_and_seed_give_identical_split_and_metrics(pipeline_copy):
                 assert after[key] == value, (name, key)
 
 
-def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(pipeline_copy):
-    repo = pipeline_copy
-    single = repo.json(METRICS["evaluate"])["test_accuracy"]
-    result = repo.dvc("exp", "run", "-S", "compute.distribute=mirrored")
-    assert "distribute=mirrored replicas=2" in result.stdout
+def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(
+    experiments, pipeline
+):
+    single = pipeline.json(METRICS["evaluate"])["test_accuracy"]
+    assert "distribute=mirrored replicas=2" in experiments.logs["mirrored"]
     # compute.distribute is read by the training stages only (extraction runs on one device).
-    assert repo.ran_stages(result.stdout) == STAGES - {"prepare", "features"}
-    mirrored = repo.json(METRICS["evaluate"])["test_accuracy"]
+    assert experiments.runs["mirrored"] == STAGES - {"prepare", "features"}
+    mirrored = _committed(experiments, "mirrored", METRICS["evaluate"])["test_accuracy"]
     # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
     assert mirrored > 0.5 and abs(mirrored - single) <= 0.15, (single, mirrored)
 
@@ -206,7 +240,7 @@ def test_logs_show_epochs_with_eta_and_stay_short_in_ci(pipeline):
 
 def test_going_back_to_earlier_params_restores_from_the_run_cache(experiments):
     repo = experiments
-    repo.git("checkout", "-q", "params.yaml")  # HEAD: the baseline but lr 1e-4
+    repo.git("checkout", "-q", "params.yaml")  # HEAD: the baseline but lr 1e-4 (applied)
     back = repo.dvc("exp", "run", "-S", "lr=0.001")  # the baseline's params again
     assert repo.ran_stages(back.stdout) == set(), back.stdout
     assert repo.restored_stages(back.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
