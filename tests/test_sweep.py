@@ -1,124 +1,100 @@
-"""Sweeps through the real DVC queue: every backbone; the seed's backbone x optimizer choice.
-
-Both sweeps share one copy and its run-cache, and stop at train_head: every backbone-specific
-code path (build, preprocessing, features, head on its feature width) runs for each backbone;
-fine_tune is backbone-agnostic and is covered by the main run. 75 px is the smallest size all
-registered backbones accept; the split is shrunk to 20/10/10 images (the smallest sizes with
-every class in every split) because no accuracy is asserted here, only what runs and its rows.
-"""
+"""Sweeps through the real DVC queue: every backbone; the seed's backbone x optimizer choice."""
 
 import json
-
-import pytest
-from conftest import copy_of
+import time
 
 from transfer_pipeline.backbones import BACKBONES
 
-SMALL = [
-    "-S",
-    "model.image_size=75",
-    "-S",
-    "data.train_size=20",
-    "-S",
-    "data.val_size=10",
-    "-S",
-    "data.test_size=10",
-    "-S",
-    "train_head.epochs=1",
-]
-SEED_BACKBONES = ("mobilenet_v2", "efficientnet_b0")
-SEED_OPTIMIZERS = ("sgd", "rmsprop")  # the first is the every-backbone sweep's
 
-
-def _run_queue(repo) -> dict[str, str]:
-    """Run every queued experiment, two at a time; each task's log by experiment name."""
-    before = _task_names(repo)
-    try:
-        repo.dvc("exp", "run", "--run-all", "--jobs", "2")
-    finally:
-        repo.dvc("queue", "stop", check=False)  # no idle worker left behind
-    status = repo.dvc("queue", "status").stdout
-    assert "Failed" not in status, status
-    return {name: repo.dvc("queue", "logs", name).stdout for name in _task_names(repo) - before}
-
-
-def _task_names(repo) -> set[str]:
-    rows = [line.split() for line in repo.dvc("queue", "status").stdout.splitlines()]
-    return {row[1] for row in rows if row and row[-1] in ("Queued", "Running", "Success", "Failed")}
-
-
-@pytest.fixture(scope="module")
-def sweeps(pipeline, tmp_path_factory):
-    """First every backbone with the head's first optimizer, then the seed's backbones with the
-    second on the same copy (by then their features are in the run-cache): together the seed's
-    backbone x optimizer grid."""
-    repo = copy_of(pipeline, tmp_path_factory.mktemp("sweeps") / "repo")
-    first, second = SEED_OPTIMIZERS
+def test_queued_sweep_over_every_backbone_gives_one_row_each(pipeline_copy):
+    repo = pipeline_copy
+    names = ",".join(BACKBONES)
+    # Up to train_head: every backbone-specific code path (build, preprocessing, features,
+    # head on its feature width) runs for each; fine_tune is backbone-agnostic and is
+    # covered by the main run. 75 px is the smallest size all registered backbones accept.
     repo.dvc(
         "exp",
         "run",
         "--queue",
         "-S",
-        f"model.backbone={','.join(BACKBONES)}",
+        f"model.backbone={names}",
         "-S",
-        f"train_head.optimizer={first}",
-        *SMALL,
+        "model.image_size=75",
+        "-S",
+        "train_head.epochs=1",
         "train_head",
     )
-    repo.every_backbone = _run_queue(repo)
-    repo.dvc(
-        "exp",
-        "run",
-        "--queue",
-        "-S",
-        f"model.backbone={','.join(SEED_BACKBONES)}",
-        "-S",
-        f"train_head.optimizer={second}",
-        *SMALL,
-        "train_head",
-    )
-    repo.second_optimizer = _run_queue(repo)
-    repo.rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    return repo
-
-
-def _revisions(rows):
+    repo.dvc("queue", "start", "-j", "2")
+    status = _wait(repo)
+    repo.dvc("queue", "stop", check=False)
+    assert "Failed" not in status, repo.dvc(
+        "queue", "logs", _first_failed(status), check=False
+    ).stdout
+    rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    swept = {}
     for baseline in rows:
         for experiment in baseline.get("experiments") or []:
-            yield from experiment.get("revs", [])
-
-
-def test_queued_sweep_over_every_backbone_gives_one_row_each(sweeps):
-    assert len(sweeps.every_backbone) == len(BACKBONES)
-    swept = {}
-    for revision in _revisions(sweeps.rows):
-        if revision["name"] not in sweeps.every_backbone:
-            continue
-        data = revision.get("data", {})
-        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        metrics = data.get("metrics", {}).get("metrics/features.json", {}).get("data", {})
-        swept[params.get("model", {}).get("backbone")] = metrics.get("feature_width")
+            for revision in experiment.get("revs", []):
+                data = revision.get("data", {})
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/features.json", {}).get("data", {})
+                swept[params.get("model", {}).get("backbone")] = metrics.get("feature_width")
     assert swept == {name: b.feature_width for name, b in BACKBONES.items()}, swept
 
 
-def test_seed_style_sweep_computes_features_once_per_backbone(sweeps):
-    """Backbone x optimizer for the head, as the seed explored it: the queue computes features
+def test_seed_style_sweep_computes_features_once_per_backbone(pipeline_copy):
+    """Backbone x optimizer for the head, as the seed explored it: the queue runs features
     once per backbone; every other run of that backbone restores them from the run-cache."""
-    assert len(sweeps.second_optimizer) == len(SEED_BACKBONES)
-    logs = {**sweeps.every_backbone, **sweeps.second_optimizer}
-    runs, features = set(), {name: [0, 0] for name in SEED_BACKBONES}  # [ran, restored]
-    for revision in _revisions(sweeps.rows):
-        data = revision.get("data", {})
-        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        backbone = params.get("model", {}).get("backbone")
-        if revision["name"] not in logs or backbone not in SEED_BACKBONES:
-            continue
-        log = logs[revision["name"]]
-        features[backbone][0] += "Running stage 'features'" in log
-        features[backbone][1] += "Stage 'features' is cached - skipping run" in log
-        metrics = data.get("metrics", {}).get("dvclive/train_head/metrics.json", {})
-        accuracy = metrics.get("data", {}).get("val_accuracy")
-        runs.add((backbone, params["train_head"]["optimizer"], accuracy))
-    assert features == {name: [1, 1] for name in SEED_BACKBONES}, features
-    assert {(b, o) for b, o, _ in runs} == {(b, o) for b in SEED_BACKBONES for o in SEED_OPTIMIZERS}
+    repo = pipeline_copy
+    repo.dvc(
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "model.backbone=mobilenet_v2,efficientnet_b0",
+        "-S",
+        "train_head.optimizer=sgd,rmsprop",
+        "-S",
+        "train_head.epochs=3",
+        "train_head",
+    )
+    repo.dvc("queue", "start", "-j", "1")
+    status = _wait(repo)
+    assert status.count("Success") == 4, status
+    names = [line.split()[0] for line in status.splitlines() if "Success" in line]
+    logs = [repo.dvc("queue", "logs", name).stdout for name in names]
+    ran_features = sum("Running stage 'features'" in log for log in logs)
+    restored = sum("Stage 'features' is cached - skipping run" in log for log in logs)
+    assert (ran_features, restored) == (2, 2), logs
+
+    rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    runs = set()
+    for baseline in rows:
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment.get("revs", []):
+                data = revision.get("data", {})
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("dvclive/train_head/metrics.json", {})
+                accuracy = metrics.get("data", {}).get("val_accuracy")
+                runs.add((params["model"]["backbone"], params["train_head"]["optimizer"], accuracy))
+    assert {(b, o) for b, o, _ in runs} == {
+        (b, o) for b in ("mobilenet_v2", "efficientnet_b0") for o in ("sgd", "rmsprop")
+    }
     assert all(isinstance(accuracy, float) for _, _, accuracy in runs), runs
+
+
+def _wait(repo) -> str:
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = repo.dvc("queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(3)
+    return status
+
+
+def _first_failed(status: str) -> str:
+    for line in status.splitlines():
+        if "Failed" in line:
+            return line.split()[0]
+    return ""
