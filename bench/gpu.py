@@ -51,6 +51,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from flops import flops_per_image  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
 from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
@@ -122,24 +123,8 @@ def matmul_peak(dtype: str, n: int, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - started)
 
 
-def forward_flops(model: keras.Model, stored_size: int) -> float:
-    """FLOPs of one image's forward pass, from XLA's cost analysis."""
-    trainable = [v.value for v in model.trainable_variables]
-    frozen = [v.value for v in model.non_trainable_variables]
-
-    def forward(trainable, frozen, x):
-        return model.stateless_call(trainable, frozen, x, training=False)[0]
-
-    image = jax.ShapeDtypeStruct((1, stored_size, stored_size, 3), jnp.float32)
-    lowered = jax.jit(forward).lower(trainable, frozen, image)
-    cost = lowered.cost_analysis()  # None on some backends (CUDA): ask the compiled program
-    cost = cost or lowered.compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"])
-
-
 # Forward GFLOP per image from JAX's cost analysis on the CPU backend (bench/gpu.py --smoke's
-# forward_flops at these sizes, JAX 0.10.2). On CUDA, XLA's cost analysis leaves out the
+# flops_per_image at these sizes, JAX 0.10.2). On CUDA, XLA's cost analysis leaves out the
 # cuDNN convolutions (it reported 0.05 GFLOP for Xception at 224), so these stored figures
 # are used wherever they exist.
 STORED_GFLOP = {("xception", 224): 9.145, ("efficientnetv2_s", 384): 16.838}
@@ -149,7 +134,7 @@ def out_of_memory(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def fresh_models(backbone: str, size: int, precision: str):
+def fresh_extractor(backbone: str, size: int, precision: str):
     keras.backend.clear_session()
     gc.collect()
     keras.mixed_precision.set_global_policy(precision)
@@ -159,7 +144,7 @@ def fresh_models(backbone: str, size: int, precision: str):
 
 
 def measure_extraction(backbone, size, precision, batch, images):
-    extractor = fresh_models(backbone, size, precision)
+    extractor = fresh_extractor(backbone, size, precision)
     started = time.perf_counter()
     extract_features(extractor, images[: 2 * batch], batch, "warm-up")  # compile
     compile_s = time.perf_counter() - started
@@ -181,7 +166,7 @@ class EpochTimes(keras.callbacks.Callback):
 
 
 def measure_fine_tune(backbone, size, precision, batch, images, labels):
-    extractor = fresh_models(backbone, size, precision)
+    extractor = fresh_extractor(backbone, size, precision)
     head = build_head(extractor.output.shape[-1], [256, 128, 64], 0.3, 10)
     classifier = build_classifier(extractor, head)
     unfreeze(backbone_of(extractor), "all")
@@ -238,7 +223,9 @@ def main() -> None:
         if (backbone, size) in STORED_GFLOP:
             flops[backbone], source = STORED_GFLOP[backbone, size] * 1e9, "stored, XLA CPU"
         else:
-            flops[backbone] = forward_flops(fresh_models(backbone, size, "float32"), 32)
+            flops[backbone] = flops_per_image(
+                fresh_extractor(backbone, size, "float32"), (32, 32, 3)
+            )
             source = f"XLA cost analysis on {jax.default_backend()}"
         print(f"{backbone} at {size} px: {flops[backbone] / 1e9:.2f} GFLOP per image ({source})")
     results["gflop_per_image"] = {k: v / 1e9 for k, v in flops.items()}

@@ -50,7 +50,9 @@ def main() -> None:
         features[split] = load_features(args.features, split, len(labels), width, mmap=True)
     batch = params["features"]["batch_size"]
     fine_tuned = classifier.predict(ArrayBatches(test_x, None, batch), verbose=0)
-    head_only = head.predict(np.asarray(features["test"]), batch_size=batch, verbose=0)
+    # Arrays go through ArrayBatches too: Keras' own array feeding on TensorFlow logs an op
+    # definition error (MapDataset use_unbounded_threadpool) under op determinism.
+    head_only = head.predict(ArrayBatches(np.asarray(features["test"]), None, batch), verbose=0)
 
     with outputs:
         per_class_table(test_y, fine_tuned, class_names).to_csv(

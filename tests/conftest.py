@@ -206,6 +206,14 @@ def new_repo(target: Path, overrides: dict | None = None) -> Repo:
     return repo
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory) -> Path:
+    """Every jax run of this session shares one compilation cache, not the user's ~/.cache."""
+    directory = tmp_path_factory.mktemp("jax-compilation-cache")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Repo:
     """The tiny pipeline after one real `dvc repro`, committed."""

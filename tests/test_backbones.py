@@ -1,6 +1,6 @@
 """Every registry entry against Keras itself: preprocessing, feature width and minimum size.
 
-One TF process; each backbone is built once, with random weights, at its minimum size.
+One TF process; each backbone is built with random weights at its minimum size.
 """
 
 import importlib
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from transfer_pipeline.backbones import BACKBONES
-from transfer_pipeline.model import preprocessing_layer
+from transfer_pipeline.model import build_feature_extractor, preprocessing_layer
 
 NAMES = sorted(BACKBONES)
 
@@ -70,4 +70,20 @@ def test_constructor_width_and_minimum_size_match_keras(name):
         assert not normalises, f"{name} normalises inside: our preprocessing would apply twice"
     assert backbone.min_size <= backbone.default_size
     del model
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_pipelines_extractor_gives_the_registered_width_from_stored_size_images(name):
+    """The features stage's model for each backbone (resize from the stored 32 px, our
+    preprocessing, the pooled base), run on two images: what a sweep over every backbone
+    runs before its head (the queued sweep in test_sweep.py covers two backbones end to end)."""
+    backbone = BACKBONES[name]
+    keras.backend.clear_session()
+    extractor = build_feature_extractor(name, 32, backbone.min_size, None)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(extractor(images, training=False))
+    assert features.shape == (2, backbone.feature_width)
+    assert np.isfinite(features).all() and features.std() > 0
+    del extractor
     keras.backend.clear_session()
