@@ -6,7 +6,8 @@ import pytest
 import yaml
 from conftest import Repo, copy_of
 
-STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
+EXPORTS = {"export@saved_model", "export@onnx"}  # one stage per format in export.formats
+STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
 METRICS = {
     "prepare": "metrics/prepare.json",
     "features": "metrics/features.json",
@@ -44,11 +45,13 @@ def test_tiny_pipeline_learns_more_than_chance(pipeline):
 
 # Five experiments from the baseline, queued on one copy and run three at a time by DVC's own
 # queue (each in a temporary workspace sharing the copy's cache and run-cache), longest first.
+# Two stop at evaluate: the export stages (about a minute each here) add nothing to what they
+# test; `lr` and `rerun` run the exports and the report.
 QUEUED = {
-    "mirrored": ["-S", "compute.distribute=mirrored"],
+    "mirrored": ["-S", "compute.distribute=mirrored", "evaluate"],
     "rerun": ["--force"],  # same params and seed, every stage forced
     "lr": ["-S", "lr=1e-4"],
-    "fine-tune-lr": ["-S", "fine_tune.lr=3e-5"],
+    "fine-tune-lr": ["-S", "fine_tune.lr=3e-5", "evaluate"],
     "report": ["-S", "report.wrong_examples=4"],
 }
 
@@ -85,11 +88,11 @@ def _committed(repo, experiment: str, path: str):
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
-    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", "report"}
+    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
 
 
 def test_changing_fine_tune_lr_does_not_rerun_train_head(experiments):
-    assert experiments.runs["fine-tune-lr"] == {"fine_tune", "evaluate", "report"}
+    assert experiments.runs["fine-tune-lr"] == {"fine_tune", "evaluate"}  # target: evaluate
 
 
 def test_changing_report_settings_reruns_only_report(experiments):
@@ -158,7 +161,7 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_qualit
     single = pipeline.json(METRICS["evaluate"])["test_accuracy"]
     assert "distribute=mirrored replicas=2" in experiments.logs["mirrored"]
     # compute.distribute is read by the training stages only (extraction runs on one device).
-    assert experiments.runs["mirrored"] == STAGES - {"prepare", "features"}
+    assert experiments.runs["mirrored"] == {"train_head", "fine_tune", "evaluate"}
     mirrored = _committed(experiments, "mirrored", METRICS["evaluate"])["test_accuracy"]
     # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
     assert mirrored > 0.5 and abs(mirrored - single) <= 0.15, (single, mirrored)
@@ -251,7 +254,13 @@ def test_going_back_to_earlier_params_restores_from_the_run_cache(experiments):
     repo.git("checkout", "-q", "params.yaml")  # HEAD: the baseline but lr 1e-4 (applied)
     back = repo.dvc("exp", "run", "-S", "lr=0.001")  # the baseline's params again
     assert repo.ran_stages(back.stdout) == set(), back.stdout
-    assert repo.restored_stages(back.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
+    assert repo.restored_stages(back.stdout) == {
+        "train_head",
+        "fine_tune",
+        "evaluate",
+        *EXPORTS,
+        "report",
+    }
     assert "train_head epoch" not in back.stdout + back.stderr  # no stage command ran
     assert repo.dvc("status", "--json").stdout.strip() == "{}"
 

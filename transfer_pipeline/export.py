@@ -15,6 +15,7 @@ and the runtimes that check the result (onnxruntime, ai-edge-litert) come with t
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 from .errors import PipelineError
@@ -113,6 +114,7 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
     check_format(fmt)
     target = exported_file(folder, fmt)
     model = float32_copy(model)
+    _call_once(model)
     options = {}
     if fmt in ("litert", "litert_int8"):
         import tensorflow as tf
@@ -128,7 +130,9 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
             options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
     keras_format = {"saved_model": "tf_saved_model", "onnx": "onnx"}.get(fmt, "litert")
     try:
-        model.export(str(target), format=keras_format, verbose=False, **options)
+        with warnings.catch_warnings():  # Keras' tf2onnx patch probes np.object (NumPy 2)
+            warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+            model.export(str(target), format=keras_format, verbose=False, **options)
     except PipelineError:
         raise
     except Exception as error:  # converters raise many types, often with pages of text
@@ -140,6 +144,19 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
     if not target.exists():
         raise PipelineError(f"exporting the model as {fmt} wrote no {target.name}")
     return target
+
+
+def _call_once(model) -> None:
+    """Keras' ONNX exporter refuses a model that was loaded but never called (Keras 3.15)."""
+    import numpy as np
+
+    try:
+        inputs = list(model.inputs)  # a functional model's; a subclassed model has none
+    except (AttributeError, TypeError, ValueError):
+        return
+    if len(inputs) == 1:
+        shape = [1 if side is None else side for side in inputs[0].shape]
+        model(np.zeros(shape, dtype=inputs[0].dtype), training=False)
 
 
 def size_bytes(path: Path) -> int:

@@ -106,7 +106,7 @@ class LiteRtRuntime(Runtime):
             ) from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.image_size = _side(path, list(self.input["shape"]))
+        self.image_size = _side(path, [int(side) for side in self.input["shape"]])
         self.n_classes = int(self.output["shape"][-1])
         self.batch = None
 
