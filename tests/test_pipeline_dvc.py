@@ -211,6 +211,9 @@ def test_dvc_plots_diff_overlays_two_revisions(experiments):
             {"compute": {"backend": "jax"}},
             {"features", "train_head", "fine_tune", "evaluate"},
         ),
+        ({"export": {"latency_runs": 5}}, EXPORTS),
+        # A format removed: its stage is gone, the others stay valid; only the report changes.
+        ({"export": {"formats": ["onnx"]}}, {"report"}),
     ],
 )
 def test_each_param_invalidates_exactly_the_stages_that_read_it(
