@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from .errors import PipelineError, rebuild_hint
 
 EXTRA = 'pip install -e ".[export]"'
 
@@ -60,7 +60,7 @@ class OnnxRuntime(Runtime):
             )
         except Exception as error:
             raise PipelineError(
-                f"{path} is not a readable ONNX model ({_first_line(error)})"
+                f"{path} is not a readable ONNX model ({_first_line(error)}); {rebuild_hint(path)}"
             ) from None
         (source,) = self.session.get_inputs()
         self.input, shape = source.name, source.shape
@@ -80,7 +80,7 @@ class SavedModelRuntime(Runtime):
             self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
         except Exception as error:
             raise PipelineError(
-                f"{path} is not a readable SavedModel ({_first_line(error)})"
+                f"{path} is not a readable SavedModel ({_first_line(error)}); {rebuild_hint(path)}"
             ) from None
         _, specs = self.function.structured_input_signature
         (self.input, spec), *_ = specs.items()
@@ -102,7 +102,8 @@ class LiteRtRuntime(Runtime):
             self.interpreter = interpreter.Interpreter(model_path=str(path), num_threads=None)
         except Exception as error:
             raise PipelineError(
-                f"{path} is not a readable LiteRT model ({_first_line(error)})"
+                f"{path} is not a readable LiteRT model ({_first_line(error)}); "
+                f"{rebuild_hint(path)}"
             ) from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
