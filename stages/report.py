@@ -1,7 +1,7 @@
 """Stage report: a Markdown and a self-contained HTML report with tables and figures.
 
     python -m stages.report data/prepared dvclive/train_head dvclive/fine_tune dvclive/evaluate \
-        eval/per_class.csv eval/predictions.npz metrics/export report
+        eval/per_class.csv eval/predictions.npz metrics/export models/export report
 """
 
 import argparse
@@ -26,6 +26,7 @@ INPUTS = (
     "per_class",
     "predictions",
     "exports",
+    "exported",
 )
 
 
@@ -99,6 +100,7 @@ def main() -> None:
         if not path.is_file():
             raise PipelineError(f"report needs {path}; run `dvc repro` first")
         exports[fmt] = json.loads(path.read_text())
+        exports[fmt]["size_mb"] = report.size_mb(args.exported / fmt)
     export_rows = report.export_rows(exports, evaluation["test_accuracy"])
     per_class = report.per_class_rows(pd.read_csv(args.per_class))
     warnings = warnings_about(params)

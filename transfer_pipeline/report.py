@@ -131,6 +131,11 @@ def export_rows(exports: dict[str, dict], keras_accuracy: float) -> list[tuple]:
     ]
 
 
+def size_mb(path: Path) -> float:
+    """The size of an exported model: its folder's files (a SavedModel is a folder)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
 def per_class_rows(per_class: pd.DataFrame) -> list[tuple]:
     return [
         (row["class"], f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", row.support)
