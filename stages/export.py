@@ -25,7 +25,7 @@ def main() -> None:
     for name in ("prepared", "model", "predictions"):
         parser.add_argument(name, type=Path)
     parser.add_argument("out", type=Path, help="output folder: the exported model")
-    parser.add_argument("metrics", type=Path, help="output: parity, size and latency (.json)")
+    parser.add_argument("metrics", type=Path, help="output: test accuracy and CPU latency (.json)")
     args = parser.parse_args()
     params = load_params("export")["export"]
     check_format(args.format)
