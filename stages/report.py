@@ -1,7 +1,7 @@
 """Stage report: a Markdown and a self-contained HTML report with tables and figures.
 
     python -m stages.report data/prepared dvclive/train_head dvclive/fine_tune dvclive/evaluate \
-        eval/per_class.csv eval/predictions.npz report
+        eval/per_class.csv eval/predictions.npz metrics/export report
 """
 
 import argparse
@@ -18,7 +18,15 @@ from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.live import read_history
 from transfer_pipeline.params import load_params, warnings_about
 
-INPUTS = ("prepared", "train_head", "fine_tune", "evaluate", "per_class", "predictions")
+INPUTS = (
+    "prepared",
+    "train_head",
+    "fine_tune",
+    "evaluate",
+    "per_class",
+    "predictions",
+    "exports",
+)
 
 
 @exit_on_pipeline_error
@@ -84,6 +92,14 @@ def main() -> None:
 
     title = f"Transfer learning: {backbone['backbone']} on {params['data']['dataset']}"
     headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"])
+    # Only the formats in params: files of formats removed since are stale.
+    exports = {}
+    for fmt in params["export"]["formats"]:
+        path = args.exports / f"{fmt}.json"
+        if not path.is_file():
+            raise PipelineError(f"report needs {path}; run `dvc repro` first")
+        exports[fmt] = json.loads(path.read_text())
+    export_rows = report.export_rows(exports, evaluation["test_accuracy"])
     per_class = report.per_class_rows(pd.read_csv(args.per_class))
     warnings = warnings_about(params)
     with outputs:
@@ -92,7 +108,9 @@ def main() -> None:
             report.save_figure(fig, tmp / file)
         captions = {caption: file for caption, (file, _) in figures.items()}
         (tmp / "report.md").write_text(
-            report.markdown(title, warnings, params_rows, headline, per_class, captions)
+            report.markdown(
+                title, warnings, params_rows, headline, per_class, captions, export_rows
+            )
         )
         (tmp / "report.html").write_text(
             report.html_page(
@@ -102,6 +120,7 @@ def main() -> None:
                 headline,
                 per_class,
                 {c: tmp / f for c, f in captions.items()},
+                export_rows,
             )
         )
     print(f"report: {args.out / 'report.html'}", flush=True)

@@ -38,6 +38,10 @@ TINY = {
     "train_head": {"epochs": 15, "batch_size": 8},
     "fine_tune": {"epochs": 2},
     "report": {"wrong_examples": 8},
+    # The default formats (saved_model, onnx) with fewer timings. int8 of this untrained
+    # backbone's features is far off (53 % vs 97 % measured): the tiny run only checks that
+    # litert_int8 converts and runs; the 1.5 points are for a trained model.
+    "export": {"latency_runs": 10, "calibration_images": 50, "parity_int8_pp": 60.0},
 }
 
 

@@ -45,6 +45,8 @@ def jax_run(pipeline, tmp_path_factory):
     repo = copy_of(pipeline, tmp_path_factory.mktemp("jax") / "repo")
     blocked = repo.run(sys.executable, "-c", "import tensorflow", check=False, env=jax_env())
     assert blocked.returncode != 0 and "blocked in this test" in blocked.stderr
+    # Up to evaluate: the export stages convert on TensorFlow (blocked here) whatever the
+    # backend, and the report follows the export stages.
     result = repo.dvc("exp", "run", "-S", "compute.backend=jax", "evaluate", env=jax_env())
     repo.log = result.stdout + result.stderr
     return repo

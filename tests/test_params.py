@@ -64,6 +64,17 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
         ("data", "dataset", "mnist", "data.dataset = 'mnist' is not allowed"),
         ("fine_tune", "unfreeze", "some", "all, or an integer >= 1"),
         ("data", "md5", "abc", "32-character"),
+        (
+            "export",
+            "formats",
+            ["onnx", "tensorrt"],
+            "export.formats = .* is not allowed; expected a non-empty list of distinct formats "
+            "from saved_model, onnx, litert, litert_int8",
+        ),
+        ("export", "formats", [], "a non-empty list of distinct formats from saved_model, onnx"),
+        ("export", "formats", ["onnx", "onnx"], "distinct formats"),
+        ("export", "latency_runs", 0, "export.latency_runs = 0 is not allowed"),
+        ("export", "parity_pp", -1, "expected a number >= 0.0"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(section, key, value, message):
@@ -101,3 +112,21 @@ def test_params_changed_after_loading_are_detected(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**default_params(), "lr": 0.002}))
     with pytest.raises(ParamError, match="params.yaml changed while train_head ran"):
         params_unchanged("train_head")
+
+
+def test_the_default_export_is_a_server_set_with_the_issues_parity_limits():
+    export = validate(default_params())["export"]
+    assert export["formats"] == ["saved_model", "onnx"]
+    assert export["parity_pp"] == 0.1 and export["parity_int8_pp"] == 1.5
+
+
+def test_each_export_stage_reads_only_its_declared_params(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    assert set(load_params("export")["export"]) == {
+        "latency_runs",
+        "calibration_images",
+        "parity_pp",
+        "parity_int8_pp",
+    }
+    assert load_params("export@onnx") == load_params("export")
+    assert load_params("report")["export"] == {"formats": ["saved_model", "onnx"]}

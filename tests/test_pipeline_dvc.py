@@ -6,7 +6,8 @@ import pytest
 import yaml
 from conftest import Repo, copy_of
 
-STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", "report"}
+EXPORTS = {"export@saved_model", "export@onnx"}  # one stage per format in export.formats
+STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
 METRICS = {
     "prepare": "metrics/prepare.json",
     "features": "metrics/features.json",
@@ -85,7 +86,7 @@ def _committed(repo, experiment: str, path: str):
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
-    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", "report"}
+    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
 
 
 def test_exp_show_lists_the_experiments_with_their_params(experiments):
@@ -123,7 +124,7 @@ def test_metrics_diff_between_commits_lists_changed_accuracy_keys(experiments):
 def test_same_params_and_seed_give_identical_split_and_metrics(experiments, pipeline):
     """Determinism on CPU: a forced rerun of every model stage reproduces the split bit for bit
     and the metrics."""
-    assert experiments.runs["rerun"] == STAGES - {"report"}
+    assert experiments.runs["rerun"] == STAGES - EXPORTS - {"report"}
     rerun_lock = _committed(experiments, "rerun", "dvc.lock")
     baseline_lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
     split_before, split_after = (
@@ -199,6 +200,9 @@ def test_dvc_plots_diff_overlays_two_revisions(experiments):
             {"compute": {"backend": "jax"}},
             {"features", "train_head", "fine_tune", "evaluate"},
         ),
+        ({"export": {"latency_runs": 5}}, EXPORTS),
+        # A format removed: its stage is gone, the others stay valid; only the report changes.
+        ({"export": {"formats": ["onnx"]}}, {"report"}),
     ],
 )
 def test_each_param_invalidates_exactly_the_stages_that_read_it(
@@ -237,7 +241,13 @@ def test_going_back_to_earlier_params_restores_from_the_run_cache(experiments):
     repo.git("checkout", "-q", "params.yaml")  # HEAD: the baseline but lr 1e-4 (applied)
     back = repo.dvc("exp", "run", "-S", "lr=0.001")  # the baseline's params again
     assert repo.ran_stages(back.stdout) == set(), back.stdout
-    assert repo.restored_stages(back.stdout) == {"train_head", "fine_tune", "evaluate", "report"}
+    assert repo.restored_stages(back.stdout) == {
+        "train_head",
+        "fine_tune",
+        "evaluate",
+        *EXPORTS,
+        "report",
+    }
     assert "train_head epoch" not in back.stdout + back.stderr  # no stage command ran
     assert repo.dvc("status", "--json").stdout.strip() == "{}"
 

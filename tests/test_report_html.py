@@ -159,6 +159,10 @@ def test_report_reads_as_the_issue_asks(rendered, pipeline):
         "recall",
         "F1",
         "features of an untrained frozen base",  # the tiny pipeline's weights are null
+        "Exported models",  # the export stages: one row per format in export.formats
+        "saved_model",
+        "onnx",
+        "batch-1 latency (ms)",
     ):
         assert expected in text, f"{expected!r} is not on the rendered page"
     for name in CIFAR10_CLASSES:

@@ -41,8 +41,14 @@ def rebuild_hint(path) -> str:
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         stages = {}
     for name, stage in stages.items():
-        for out in stage.get("outs", []):
+        for out in stage.get("do", stage).get("outs", []):
             out = next(iter(out)) if isinstance(out, dict) else out
+            if "${item}" in out:  # a foreach stage: export@<format> writes models/export/<format>
+                prefix = out.split("${item}")[0]
+                if not wanted.startswith(prefix) or wanted == prefix.rstrip("/"):
+                    continue
+                item = wanted[len(prefix) :].split("/")[0]
+                out, name = out.replace("${item}", item), f"{name}@{item}"
             if wanted == out or wanted.startswith(out.rstrip("/") + "/"):
                 return (
                     f"restore the last good one with `dvc checkout {out}` or rebuild it with "

@@ -26,6 +26,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # No multi-machine option: tf.distribute.MultiWorkerMirroredStrategy does not train under
 # Keras 3.15 (README, "Backends, GPUs and several machines").
 DISTRIBUTE = ("auto", "none", "mirrored")
+EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_int8")  # transfer_pipeline/export.py
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
 RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
 
@@ -152,6 +153,17 @@ def _unfreeze(value):
     return None, "all, or an integer >= 1 (the number of top backbone layers to train)"
 
 
+def _formats(value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(v in EXPORT_FORMATS for v in value)
+        and len(set(value)) == len(value)
+    ):
+        return value, None
+    return None, "a non-empty list of distinct formats from " + ", ".join(EXPORT_FORMATS)
+
+
 SCHEMA = {
     "seed": _int(0),
     "lr": _float(above=0),
@@ -189,6 +201,11 @@ SCHEMA = {
     "compute.precision": _choice(*PRECISIONS),
     "compute.jit_compile": _choice("auto", True, False),
     "compute.distribute": _choice(*DISTRIBUTE),
+    "export.formats": _formats,
+    "export.latency_runs": _int(1, 10000),
+    "export.calibration_images": _int(1, 10000),
+    "export.parity_pp": _float(0.0, 100.0),
+    "export.parity_int8_pp": _float(0.0, 100.0),
     "report.reference_accuracy": _float(0.0, 1.0),
     "report.wrong_examples": _int(0, 100),
 }
@@ -296,7 +313,13 @@ def load_params(stage: str | None = None, path="params.yaml") -> dict:
 def declared_params(stage: str, dvc_yaml="dvc.yaml") -> list[str]:
     """The params keys (or whole sections) dvc.yaml lists for a stage."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    return [key for key in stages[stage].get("params", []) if isinstance(key, str)]
+    body = stage_body(stages[stage.split("@")[0]])
+    return [key for key in body.get("params", []) if isinstance(key, str)]
+
+
+def stage_body(stage: dict) -> dict:
+    """A dvc.yaml stage's definition; for a ``foreach`` stage, its ``do`` part."""
+    return stage.get("do", stage)
 
 
 def _only(params: dict, keys: list[str]) -> dict:

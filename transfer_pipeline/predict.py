@@ -3,6 +3,9 @@
     tl-predict [--model models/fine_tuned.keras] [--classes data/prepared/classes.json]
                [--top-k 3] [--csv out.csv] PATH...
 
+--model also takes an exported model (the export stage): a .onnx file (ONNX Runtime; neither
+TensorFlow nor Keras is imported), a SavedModel folder, a .tflite file, or models/export/<format>.
+
 PATH is an image file or a folder, searched recursively for every format Pillow reads (hidden
 files and symlinked folders are skipped).
 Each image is resized exactly as the prepare stage resized the training images.
@@ -25,6 +28,7 @@ from .data import (
 )
 from .data import read_image as read_model_input
 from .errors import PipelineError, exit_on_pipeline_error
+from .runtimes import model_file
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")
 
@@ -47,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=Path("models/fine_tuned.keras"),
-        help="the trained classifier (default: %(default)s)",
+        help="the trained classifier: .keras, .onnx, .tflite or a SavedModel folder "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--classes",
@@ -104,23 +109,17 @@ def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
     """Print the top-k classes of every readable image; return them as CSV rows."""
     import numpy as np
 
-    from .model import load_model
+    from .runtimes import load
 
-    model = load_model(args.model)
-    shape = model.input_shape
-    if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
-        raise PipelineError(
-            f"{args.model} is not an image classifier (it takes inputs of shape {shape}); "
-            "pass the fine-tuned model, models/fine_tuned.keras"
-        )
-    n_outputs = model.output_shape[-1]
+    model = load(args.model)
+    n_outputs = model.n_classes
     if n_outputs != len(class_names):
         raise PipelineError(
             f"{args.model} gives {n_outputs} outputs per image but {args.classes} lists "
             f"{len(class_names)} classes; pass the fine-tuned model and the classes.json of the "
             "same pipeline run"
         )
-    size, k = shape[1], min(args.top_k, len(class_names))
+    size, k = model.image_size, min(args.top_k, len(class_names))
     rows, readable = [], 0
     for start in range(0, len(files), args.batch_size):
         batch = [(path, read_image(path, size)) for path in files[start : start + args.batch_size]]
@@ -128,7 +127,7 @@ def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
         if not batch:
             continue
         readable += len(batch)
-        probabilities = model.predict(np.stack([image for _, image in batch]), verbose=0)
+        probabilities = model.predict(np.stack([image for _, image in batch]))
         for (path, _), row in zip(batch, probabilities, strict=True):
             best = top_classes(row, class_names, k)
             print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in best), flush=True)
@@ -150,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(
             f"{args.model} not found; run `dvc repro` to produce it (or pass --model)"
         )
+    model_file(args.model)  # a known kind of model
     class_names = load_class_names(args.classes)
     files = image_files(args.paths)
     if args.csv is None:

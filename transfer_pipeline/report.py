@@ -15,6 +15,12 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SEED_REPORT = "seed report (Xception, 2021)"
+EXPORT_TITLE = "Exported models (test set, this machine's CPU)"
+EXPORT_NOTE = (
+    "Accuracy measured in each format's own runtime (ONNX Runtime, the SavedModel signature, "
+    "the LiteRT interpreter), beside the fine-tuned Keras model's; latency is the median of "
+    "batch-1 runs, throughput is at batch 64."
+)
 # How to read each figure, shown under it (keyed by file name).
 FIGURE_NOTES = {
     "curves.png": "Head training, then fine-tuning, on one epoch axis; the dotted line marks "
@@ -100,6 +106,31 @@ def headline_rows(evaluation: dict, reference: float) -> list[tuple[str, str, st
     ]
 
 
+EXPORT_HEADER = [
+    "format",
+    "test accuracy",
+    "vs Keras",
+    "size (MB)",
+    "batch-1 latency (ms)",
+    "images/s at 64",
+]
+
+
+def export_rows(exports: dict[str, dict], keras_accuracy: float) -> list[tuple]:
+    """One row per exported format: accuracy in its own runtime beside Keras', size, speed."""
+    return [
+        (
+            fmt,
+            _pct(m["test_accuracy"]),
+            f"{100 * (m['test_accuracy'] - keras_accuracy):+.2f} pp",
+            f"{m['size_mb']:.1f}",
+            f"{m['latency_ms']:.1f}",
+            f"{m['images_per_s']:.0f}",
+        )
+        for fmt, m in exports.items()
+    ]
+
+
 def per_class_rows(per_class: pd.DataFrame) -> list[tuple]:
     return [
         (row["class"], f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", row.support)
@@ -111,7 +142,9 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def markdown(title, warnings, params_rows, headline, per_class, figures: dict[str, str]) -> str:
+def markdown(
+    title, warnings, params_rows, headline, per_class, figures: dict[str, str], exports=()
+) -> str:
     lines = [f"# {title}", ""]
     lines += [f"> **Warning:** {warning}\n" for warning in warnings]
     lines += [
@@ -121,6 +154,11 @@ def markdown(title, warnings, params_rows, headline, per_class, figures: dict[st
         "|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in headline]
+    if exports:
+        lines += ["", f"## {EXPORT_TITLE}", "", "| " + " | ".join(EXPORT_HEADER) + " |"]
+        lines += ["|" + "---|" * len(EXPORT_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in exports]
+        lines += ["", f"*{EXPORT_NOTE}*"]
     lines += ["", "## Params that matter", "", "| param | value |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in params_rows]
     for caption, file in figures.items():
@@ -138,7 +176,9 @@ def markdown(title, warnings, params_rows, headline, per_class, figures: dict[st
     return "\n".join(lines) + "\n"
 
 
-def html_page(title, warnings, params_rows, headline, per_class, figures: dict[str, Path]) -> str:
+def html_page(
+    title, warnings, params_rows, headline, per_class, figures: dict[str, Path], exports=()
+) -> str:
     """One file with the images inlined as data URIs: it opens anywhere, offline."""
 
     def table(header, rows):
@@ -153,6 +193,14 @@ def html_page(title, warnings, params_rows, headline, per_class, figures: dict[s
     sections += [
         "<h2>Test results</h2>",
         table(["model", "test accuracy", "test loss"], headline),
+    ]
+    if exports:
+        sections += [
+            f"<h2>{EXPORT_TITLE}</h2>",
+            table(EXPORT_HEADER, exports),
+            f'<p class="note">{html.escape(EXPORT_NOTE)}</p>',
+        ]
+    sections += [
         "<h2>Params that matter</h2>",
         table(["param", "value"], params_rows),
     ]

@@ -1,0 +1,83 @@
+"""Stage export@<format>: the fine-tuned model in one deployable format, checked in its runtime.
+
+    python -m stages.export onnx data/prepared models/fine_tuned.keras eval/predictions.npz \
+        models/export/onnx metrics/export/onnx.json
+
+Test-set accuracy in the format's own runtime must match the Keras model's (evaluate's
+predictions) within export.parity_pp (export.parity_int8_pp for litert_int8); the metrics add
+the file size and the CPU latency (batch-1 median in ms, images/s at batch 64).
+"""
+
+import argparse
+from pathlib import Path
+
+from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.backend import select as select_backend
+from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.export import FLOAT_FORMATS, check_format, require_converter
+from transfer_pipeline.params import load_params
+
+
+@exit_on_pipeline_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("format", help="saved_model | onnx | litert | litert_int8")
+    for name in ("prepared", "model", "predictions"):
+        parser.add_argument(name, type=Path)
+    parser.add_argument("out", type=Path, help="output folder: the exported model")
+    parser.add_argument("metrics", type=Path, help="output: test accuracy and CPU latency (.json)")
+    args = parser.parse_args()
+    params = load_params("export")["export"]
+    check_format(args.format)
+    require_converter(args.format)
+    outputs = StageOutputs(
+        f"export@{args.format}",
+        files=[args.metrics],
+        folders=[args.out],
+        inputs=[args.prepared, args.model, args.predictions],
+    )
+    select_backend("tensorflow")  # every format converts from TensorFlow (README)
+
+    import numpy as np
+
+    from transfer_pipeline import runtimes
+    from transfer_pipeline.data import load_split
+    from transfer_pipeline.export import check_parity, convert, size_bytes
+    from transfer_pipeline.model import load_model
+
+    test_x, test_y = load_split(args.prepared, "test")
+    keras_side = np.load(args.predictions)
+    if not np.array_equal(keras_side["labels"], test_y):
+        raise PipelineError(f"{args.predictions} is not of this test split; run `dvc repro`")
+    keras_accuracy = float(np.mean(keras_side["fine_tuned"].argmax(1) == test_y))
+    calibration = None
+    if args.format == "litert_int8":
+        train_x, _ = load_split(args.prepared, "train", mmap=True)
+        count = min(params["calibration_images"], len(train_x))
+        calibration = np.asarray(train_x[np.linspace(0, len(train_x) - 1, count).astype(int)])
+    model = load_model(args.model)
+
+    with outputs:
+        exported = convert(model, args.format, outputs.path(args.out), calibration)
+        runtime = runtimes.load(exported)
+        accuracy = float(np.mean(runtime.predict_batches(test_x).argmax(1) == test_y))
+        tolerance = params["parity_pp" if args.format in FLOAT_FORMATS else "parity_int8_pp"]
+        check_parity(args.format, accuracy, keras_accuracy, tolerance)
+        runs = params["latency_runs"]
+        metrics = {
+            "test_accuracy": round(accuracy, 6),
+            "latency_ms": round(runtimes.median_latency_ms(runtime, test_x, runs), 3),
+            "images_per_s": round(runtimes.images_per_s(runtime, test_x), 1),
+            "size_mb": round(size_bytes(exported) / 2**20, 2),
+        }
+        outputs.write_json(args.metrics, metrics)
+    print(
+        f"export@{args.format}: test accuracy {100 * accuracy:.2f} % (Keras "
+        f"{100 * keras_accuracy:.2f} %), {metrics['size_mb']} MB, batch 1 "
+        f"{metrics['latency_ms']} ms, {metrics['images_per_s']} images/s at 64",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Convert the fine-tuned Keras model into a deployable format, on the TensorFlow backend.
+
+    saved_model   TensorFlow SavedModel folder        keras model.export(format="tf_saved_model")
+    onnx          models/export/onnx/model.onnx       keras model.export(format="onnx"): tf2onnx
+    litert        model.tflite, float16 weights       keras model.export(format="litert")
+    litert_int8   model.tflite, int8 (calibrated)     the same, with a representative sample
+
+Every format keeps the whole graph: uint8 images of the stored size in, probabilities out
+(resizing and the backbone's preprocessing are layers of the model). Keras' own exporter is
+used for every format; the converters (tf2onnx, onnx, the TFLite converter inside TensorFlow)
+and the runtimes that check the result (onnxruntime, ai-edge-litert) come with the
+``export`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+from .errors import PipelineError
+from .params import EXPORT_FORMATS as FORMATS
+
+FLOAT_FORMATS = ("saved_model", "onnx", "litert")  # parity within export.parity_pp
+EXTRA = 'pip install -e ".[export]"'
+# The file of each format inside its output folder (None: the folder is the SavedModel).
+FILES = {"saved_model": None, "onnx": "model.onnx", "litert": "model.tflite"}
+FILES["litert_int8"] = "model.tflite"
+# Python packages each format needs to convert and to run the result in its own runtime.
+NEEDS = {
+    "saved_model": ("tensorflow",),
+    "onnx": ("tf2onnx", "onnx", "onnxruntime"),
+    "litert": ("ai_edge_litert",),
+    "litert_int8": ("ai_edge_litert",),
+}
+
+
+def exported_file(folder: Path, fmt: str) -> Path:
+    """Where the model of ``fmt`` lies inside its output folder."""
+    name = FILES[fmt]
+    return Path(folder) if name is None else Path(folder) / name
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise PipelineError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def require_converter(fmt: str) -> None:
+    """One line naming the extra to install when a package the format needs is missing."""
+    check_format(fmt)
+    missing = [name for name in NEEDS[fmt] if not _installed(name)]
+    if missing:
+        raise PipelineError(
+            f"export format {fmt} needs {', '.join(missing)}, which is not installed; run "
+            f"`{EXTRA}` (or remove {fmt} from export.formats)"
+        )
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent package fails to import (or is blocked in a test)
+        return False
+
+
+def float32_copy(model):
+    """The model itself, or a float32 rebuild (same weights) when any layer is mixed precision:
+    the ONNX exporter requires the float32 dtype policy (Keras 3.15)."""
+    import keras
+
+    if not any(_mixed(layer) for layer in _all_layers(model)):
+        return model
+    config = keras.saving.serialize_keras_object(model)
+    _float32_policies(config)
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _mixed(layer) -> bool:
+    return str(getattr(layer.dtype_policy, "name", "")).startswith("mixed_")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _float32_policies(node) -> None:
+    if isinstance(node, dict):
+        config = node.get("config")
+        if (
+            str(node.get("class_name", "")).endswith("DTypePolicy")
+            and isinstance(config, dict)
+            and str(config.get("name", "")).startswith("mixed_")
+        ):
+            config["name"] = "float32"
+        for value in node.values():
+            _float32_policies(value)
+    elif isinstance(node, list):
+        for value in node:
+            _float32_policies(value)
+
+
+def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
+    """Write ``model`` as ``fmt`` into ``folder`` (which exists); return the exported path.
+
+    ``calibration``: uint8 images of the stored size (litert_int8's representative sample).
+    A conversion that fails is one line naming the format and the converter's first line.
+    """
+    check_format(fmt)
+    target = exported_file(folder, fmt)
+    model = float32_copy(model)
+    _call_once(model)
+    options = {}
+    if fmt in ("litert", "litert_int8"):
+        import tensorflow as tf
+
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+        if fmt == "litert":
+            options["target_spec"] = {"supported_types": [tf.float16]}
+        else:
+            if calibration is None or len(calibration) == 0:
+                raise PipelineError(
+                    "litert_int8 needs calibration images (export.calibration_images)"
+                )
+            options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
+    keras_format = {"saved_model": "tf_saved_model", "onnx": "onnx"}.get(fmt, "litert")
+    try:
+        with warnings.catch_warnings():  # Keras' tf2onnx patch probes np.object (NumPy 2)
+            warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+            model.export(str(target), format=keras_format, verbose=False, **options)
+    except PipelineError:
+        raise
+    except Exception as error:  # converters raise many types, often with pages of text
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise PipelineError(
+            f"exporting the model as {fmt} failed ({type(error).__name__}: {reason}); nothing "
+            f"was replaced; remove {fmt} from export.formats or report the model's layers"
+        ) from None
+    if not target.exists():
+        raise PipelineError(f"exporting the model as {fmt} wrote no {target.name}")
+    return target
+
+
+def _call_once(model) -> None:
+    """Keras' ONNX exporter refuses a model that was loaded but never called (Keras 3.15)."""
+    import numpy as np
+
+    try:
+        inputs = list(model.inputs)  # a functional model's; a subclassed model has none
+    except (AttributeError, TypeError, ValueError):
+        return
+    if len(inputs) == 1:
+        shape = [1 if side is None else side for side in inputs[0].shape]
+        model(np.zeros(shape, dtype=inputs[0].dtype), training=False)
+
+
+def size_bytes(path: Path) -> int:
+    """A file's size, or the total size of a folder's files (a SavedModel)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def check_parity(fmt: str, accuracy: float, keras_accuracy: float, tolerance_pp: float) -> None:
+    """One line when the exported model's test accuracy is off the Keras model's by more than
+    ``tolerance_pp`` percentage points."""
+    difference = 100 * abs(accuracy - keras_accuracy)
+    if difference > tolerance_pp + 1e-9:
+        raise PipelineError(
+            f"{fmt}: test accuracy {100 * accuracy:.2f} % differs from the Keras model's "
+            f"{100 * keras_accuracy:.2f} % by {difference:.2f} points (allowed "
+            f"{tolerance_pp:g}); nothing was replaced"
+        )
