@@ -175,29 +175,28 @@ def report_size(repo, fmt: str) -> float:
     raise AssertionError(f"no {fmt} row in the report")
 
 
-def test_unknown_format_is_one_line_and_names_the_formats(pipeline):
-    result = subprocess.run(
-        _export_args("tensorrt", out="/nowhere/x", metrics="/nowhere/x.json"),
-        cwd=pipeline.path,
-        env=tool_env(),
+def _run_export(repo, fmt: str, out, metrics, env: dict | None = None):
+    """The export stage's command run by hand, as a user would, outside DVC."""
+    return subprocess.run(
+        _export_args(fmt, out=out, metrics=metrics),
+        cwd=repo.path,
+        env={**tool_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_unknown_format_is_one_line_and_names_the_formats(pipeline):
+    result = _run_export(pipeline, "tensorrt", "/nowhere/x", "/nowhere/x.json")
     line = _one_error_line(result)
     assert "unknown export format 'tensorrt'" in line
     assert "saved_model, onnx, litert, litert_int8" in line
 
 
 def test_missing_converter_is_one_line_naming_the_extra(pipeline, tmp_path):
-    result = subprocess.run(
-        _export_args("onnx", out=tmp_path / "onnx", metrics=tmp_path / "onnx.json"),
-        cwd=pipeline.path,
-        env={**tool_env(), "PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "tf2onnx"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    blocked = {"PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "tf2onnx"}
+    result = _run_export(pipeline, "onnx", tmp_path / "onnx", tmp_path / "onnx.json", blocked)
     line = _one_error_line(result)
     assert "export format onnx needs tf2onnx" in line
     assert 'pip install -e ".[export]"' in line
@@ -232,7 +231,8 @@ def test_a_parity_failure_in_the_stage_replaces_nothing(pipeline_copy, tmp_path)
 def test_mixed_precision_models_are_exported_in_float32(tmp_path):
     import keras
 
-    from transfer_pipeline.export import _all_layers, convert, float32_copy
+    from transfer_pipeline.export import convert, float32_copy
+    from transfer_pipeline.model import all_layers
     from transfer_pipeline.runtimes import load
 
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -247,7 +247,7 @@ def test_mixed_precision_models_are_exported_in_float32(tmp_path):
     mixed = keras.models.load_model(tmp_path / "mixed.keras")
     assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in mixed.layers)
     rebuilt = float32_copy(mixed)
-    assert {layer.dtype_policy.name for layer in _all_layers(rebuilt)} == {"float32"}
+    assert {layer.dtype_policy.name for layer in all_layers(rebuilt)} == {"float32"}
     images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     (tmp_path / "onnx").mkdir()
     exported = load(convert(mixed, "onnx", tmp_path / "onnx"))

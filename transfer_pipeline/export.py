@@ -69,7 +69,9 @@ def float32_copy(model):
     the ONNX exporter requires the float32 dtype policy (Keras 3.15)."""
     import keras
 
-    if not any(_mixed(layer) for layer in _all_layers(model)):
+    from .model import all_layers
+
+    if not any(_mixed(layer) for layer in all_layers(model)):
         return model
     config = keras.saving.serialize_keras_object(model)
     _float32_policies(config)
@@ -80,13 +82,6 @@ def float32_copy(model):
 
 def _mixed(layer) -> bool:
     return str(getattr(layer.dtype_policy, "name", "")).startswith("mixed_")
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _float32_policies(node) -> None:

@@ -169,7 +169,7 @@ def unfreeze(base: keras.Model, top_layers) -> int:
     first_trained = 0 if top_layers == "all" else max(0, len(base.layers) - top_layers)
     for index, layer in enumerate(base.layers):
         layer.trainable = index >= first_trained  # explicit: the setter skips no-op changes
-    for layer in _all_layers(base):
+    for layer in all_layers(base):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
     return len(base.trainable_weights)
@@ -178,7 +178,7 @@ def unfreeze(base: keras.Model, top_layers) -> int:
 def batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
     """Every BatchNorm moving mean and variance of the model, in a fixed order."""
     stats = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             stats += [
                 keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)
@@ -186,11 +186,11 @@ def batchnorm_statistics(model: keras.Model) -> list[np.ndarray]:
     return stats
 
 
-def _all_layers(model):
+def all_layers(model):
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def load_model(path, **kwargs) -> keras.Model:
