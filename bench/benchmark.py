@@ -5,6 +5,7 @@
     python bench/benchmark.py --backend jax   # the same on the jax backend
     python bench/benchmark.py --compare-backends [--real-size]   # 2, 3 and the peak for
                                               # tensorflow and jax, one table
+    python bench/benchmark.py --compare-precisions [--real-size]  # float32 vs mixed_bfloat16
 
 Prints, for each setting:
   1. the head trained on cached features vs the same head trained end-to-end through the
@@ -14,6 +15,11 @@ Prints, for each setting:
   3. input-pipeline overhead: step time fed by the real input pipeline (ArrayBatches) vs by a
      constant in-memory batch;
   4. the wall time of a no-change `dvc repro` on a tiny project.
+
+--compare-precisions prints the CPU's native-bfloat16 flag, the float32 and bfloat16 matmul
+peaks, extraction in both precisions (alternated; each against its own precision's peak), the
+cosine similarity of the two precisions' features per image, and a few fine-tuning steps in
+both (step time and loss), which is what `compute.precision: auto` decides on (issue 13).
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ def parse_args():
     parser.add_argument(
         "--compare-backends", action="store_true", help="one table for tensorflow and jax"
     )
+    parser.add_argument(
+        "--compare-precisions", action="store_true", help="float32 vs mixed_bfloat16 on this CPU"
+    )
     parser.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -58,20 +67,20 @@ from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
 from transfer_pipeline.model import build_classifier, build_feature_extractor, build_head  # noqa: E402
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 20) -> float:
-    """Dense float32 n x n x n matmul FLOP/s through the backend's own compiler."""
+def matmul_flops_per_second(n: int = 2048, repeats: int = 20, dtype: str = "float32") -> float:
+    """Dense n x n x n matmul FLOP/s in ``dtype`` through the backend's own compiler."""
     a, b = (np.random.default_rng(i).normal(size=(n, n)).astype("float32") for i in (0, 1))
     if keras.backend.backend() == "jax":
         import jax
 
         matmul = jax.jit(lambda x, y: x @ y)
-        a, b = jax.device_put(a), jax.device_put(b)
+        a, b = (jax.device_put(v).astype(dtype) for v in (a, b))
         finish = jax.block_until_ready
     else:
         import tensorflow as tf
 
         matmul = tf.function(tf.matmul)
-        a, b = tf.constant(a), tf.constant(b)
+        a, b = (tf.cast(tf.constant(v), dtype) for v in (a, b))
         finish = np.asarray
     finish(matmul(a, b))
     started = time.perf_counter()
@@ -142,16 +151,93 @@ def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batc
     return cached_seconds, end_to_end_seconds, cached_accuracy, end_to_end_accuracy
 
 
-def extraction_throughput(backbone, image_size, n_images, peak):
+def extraction_throughput(backbone, image_size, n_images, peak, dtype_policy=None):
     x, _ = class_images(max(1, n_images // 10), 10, 32, seed=1)
     x = x[: len(x) // 64 * 64]  # whole batches: a smaller last batch would trace again
-    extractor = build_feature_extractor(backbone, 32, image_size, None)
+    extractor = build_feature_extractor(backbone, 32, image_size, None, dtype_policy)
     extract_features(extractor, x[:64], 64, "warm-up")
     started = time.perf_counter()
     extract_features(extractor, x, 64, "bench")
     per_second = len(x) / (time.perf_counter() - started)
     flops = flops_per_image(extractor, (32, 32, 3))
     return per_second, flops, per_second * flops / peak
+
+
+def compare_precisions(real_size: bool) -> None:
+    """float32 vs mixed_bfloat16 on this machine: the facts `compute.precision: auto` uses."""
+    from transfer_pipeline.compute import cpu_bfloat16_flag, resolve_precision
+
+    backbone, size, n_images, batch = (
+        ("xception", 224, 128, 16) if real_size else ("resnet50", 32, 1024, 32)
+    )
+    flag = cpu_bfloat16_flag()
+    print(
+        f"machine: {os.cpu_count()} CPU cores, native bfloat16 flag: {flag or 'none'}; "
+        f"Keras {keras.__version__} on {keras.backend.backend()} {backend_version()}"
+    )
+    for frozen_only, stage in ((True, "features"), (False, "train_head, fine_tune")):
+        print(f"  auto picks for {stage}: %s (%s)" % resolve_precision("auto", frozen_only))
+    policies = ("float32", "mixed_bfloat16")
+    peaks = {p: matmul_flops_per_second(dtype=p.removeprefix("mixed_")) for p in policies}
+    for p in policies:
+        print(f"dense {p.removeprefix('mixed_')} matmul (2048x2048): {peaks[p] / 1e9:.1f} GFLOP/s")
+
+    print(f"\n[{backbone} at {size} px, {n_images} images, batch 64] feature extraction")
+    x, y = class_images(max(1, n_images // 10), 10, 32, seed=1)
+    x, y = x[: len(x) // 64 * 64], y[: len(x) // 64 * 64]
+    float32_model = build_feature_extractor(backbone, 32, size, None, "float32")
+    models = {"float32": float32_model}
+    models["mixed_bfloat16"] = build_feature_extractor(backbone, 32, size, None, "mixed_bfloat16")
+    models["mixed_bfloat16"].set_weights(float32_model.get_weights())
+    flops = flops_per_image(float32_model, (32, 32, 3))
+    features, rates = {}, {p: [] for p in policies}
+    for p in policies:
+        extract_features(models[p], x[:64], 64, "warm-up")
+    for _ in range(2):  # alternated: the machine's load affects both alike
+        for p in policies:
+            started = time.perf_counter()
+            features[p] = extract_features(models[p], x, 64, "bench")
+            rates[p].append(len(x) / (time.perf_counter() - started))
+    for p in policies:
+        best = max(rates[p])
+        print(
+            f"  {p:15} {best:7.1f} images/s ({', '.join(f'{r:.1f}' for r in rates[p])}), "
+            f"{best * flops / 1e9:6.1f} GFLOP/s = {best * flops / peaks[p]:.0%} of the "
+            f"{p.removeprefix('mixed_')} peak"
+        )
+    a, b = features["float32"], features["mixed_bfloat16"]
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    speed_up = max(rates["mixed_bfloat16"]) / max(rates["float32"])
+    print(
+        f"  cosine similarity per image, bfloat16 vs float32 features: min {cosine.min():.5f}, "
+        f"mean {cosine.mean():.5f}; bfloat16 speed-up {speed_up:.2f}x"
+    )
+
+    print(f"\n[{backbone} at {size} px] fine-tuning, batch {batch}, 6 steps, Adam 1e-5")
+    y1 = one_hot(y, 10)
+    start_weights = None
+    for p in policies:
+        keras.utils.set_random_seed(0)
+        extractor = build_feature_extractor(backbone, 32, size, None, p)
+        if start_weights is None:
+            start_weights = extractor.get_weights()
+        extractor.set_weights(start_weights)
+        keras.config.set_dtype_policy(p)
+        head = build_head(extractor.output.shape[-1], [64], 0.3, 10)
+        keras.config.set_dtype_policy("float32")
+        model = build_classifier(extractor, head)
+        extractor.trainable = True
+        model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
+        losses, seconds = [], []
+        for step in range(6):
+            rows = slice(step * batch % len(x), step * batch % len(x) + batch)
+            started = time.perf_counter()
+            losses.append(float(model.train_on_batch(x[rows], y1[rows])))
+            seconds.append(time.perf_counter() - started)
+        print(
+            f"  {p:15} step {min(seconds[1:]) * 1e3:7.0f} ms (first, with compiling: "
+            f"{seconds[0]:.0f} s); loss {' '.join(f'{v:.4f}' for v in losses)}"
+        )
 
 
 def pipeline_overhead(backbone, image_size, n_images, batch):
@@ -262,6 +348,9 @@ def main() -> None:
         return
     if args.compare_backends:
         compare_backends(args.real_size)
+        return
+    if args.compare_precisions:
+        compare_precisions(args.real_size)
         return
 
     print(

@@ -55,12 +55,23 @@ def main() -> None:
     extractor = build_feature_extractor(
         backbone["backbone"], train_x.shape[1], backbone["image_size"], backbone["weights"]
     )
+    # The saved extractor has the training stages' precision; under auto on a CPU with native
+    # bfloat16 the extraction alone runs in mixed bfloat16, on a twin with the same weights.
+    running = extractor
+    precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
+    if precision != setup.precision:
+        running = build_feature_extractor(
+            backbone["backbone"], train_x.shape[1], backbone["image_size"], None, precision
+        )
+        running.set_weights(extractor.get_weights())
+        setup.precision, setup.precision_reason = precision, f"{reason}, saved {setup.precision}"
+        print(f"features: extraction in {precision} ({reason})", flush=True)
     images_per_s = {}
     with outputs:
         for split in SPLITS:
             images, _ = load_split(args.prepared, split, mmap=True)
             started = time.monotonic()
-            features = extract_features(extractor, images, params["features"]["batch_size"], split)
+            features = extract_features(running, images, params["features"]["batch_size"], split)
             images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)
             np.save(outputs.path(args.features) / f"{split}.npy", features)
         save_model(extractor, outputs.path(args.extractor))

@@ -3,12 +3,14 @@
 The session fixture ``pipeline`` copies this repository into a temporary git repository,
 generates a small CIFAR-10 tarball in the official format, points params at it with tiny
 sizes (random weights, 32x32 ResNet50 input, 270 images, 2 fine-tuning epochs) and runs the
-real `dvc repro` once. Read-only tests read its outputs; tests that change params or files
+real `dvc repro` once per test run (the pytest-xdist workers each take a copy of that one
+build). Read-only tests read its outputs; tests that change params or files
 take ``pipeline_copy``, a private copy with the same git history and DVC cache.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -210,21 +212,58 @@ def new_repo(target: Path, overrides: dict | None = None) -> Repo:
     return repo
 
 
+def shared_folder(tmp_path_factory, worker_id: str, name: str) -> Path:
+    """A folder all pytest-xdist workers of this run share (the run's own folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base if worker_id == "master" else base.parent) / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextmanager
+def exclusive(folder: Path):
+    """One worker at a time inside (the others wait): for what the workers build once."""
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def jax_compilation_cache(tmp_path_factory) -> Path:
-    """Every jax run of this session shares one compilation cache, not the user's ~/.cache."""
-    directory = tmp_path_factory.mktemp("jax-compilation-cache")
+def jax_compilation_cache(tmp_path_factory, worker_id) -> Path:
+    """Every jax run of this test run shares one compilation cache, not the user's ~/.cache."""
+    directory = shared_folder(tmp_path_factory, worker_id, "jax-compilation-cache")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
     return directory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def xla_compilation_cache(tmp_path_factory, worker_id) -> Path:
+    """TensorFlow's XLA programs too: the tiny ResNet50 train step compiles once per test run,
+    not in every fine_tune of every pipeline copy (about 10 s each)."""
+    directory = shared_folder(tmp_path_factory, worker_id, "xla-compilation-cache")
+    flag = f"--tf_xla_persistent_cache_directory={directory}"
+    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
+    return directory
+
+
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Repo:
-    """The tiny pipeline after one real `dvc repro`, committed."""
-    repo = new_repo(tmp_path_factory.mktemp("pipeline"))
-    result = repo.dvc("repro")
-    repo.first_repro_log = result.stdout + result.stderr
-    repo.commit("baseline run")
+def pipeline(tmp_path_factory, worker_id) -> Repo:
+    """The tiny pipeline after one real `dvc repro`, committed. Built once per test run; each
+    pytest-xdist worker gets its own copy (dvc commands in one never wait on the other)."""
+    shared = shared_folder(tmp_path_factory, worker_id, "pipeline")
+    built, log = shared / "repo", shared / "first-repro.log"
+    with exclusive(shared):
+        if not log.exists():
+            shutil.rmtree(built, ignore_errors=True)  # left by a worker whose build failed
+            repo = new_repo(built)
+            result = repo.dvc("repro")
+            repo.commit("baseline run")
+            log.write_text(result.stdout + result.stderr)
+    repo = copy_of(Repo(built), tmp_path_factory.mktemp("pipeline") / "repo")
+    repo.first_repro_log = log.read_text()
     return repo
 
 

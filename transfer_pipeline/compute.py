@@ -29,6 +29,7 @@ class Compute:
     version: str
     devices: list[str]
     precision: str
+    precision_reason: str
     distribute: str
     replicas: int = 1
     _strategy: object = field(default=None, repr=False)
@@ -42,7 +43,8 @@ class Compute:
         kinds = sorted(set(self.devices))
         devices = ", ".join(f"{self.devices.count(kind)} x {kind}" for kind in kinds)
         return (
-            f"{self.backend} {self.version}; {devices}; {self.precision}; "
+            f"{self.backend} {self.version}; {devices}; {self.precision} "
+            f"({self.precision_reason}); "
             f"{self.distribute} x{self.replicas}"
         )
 
@@ -97,19 +99,51 @@ def _version() -> str:
     return tf.__version__
 
 
-def resolve_precision(choice: str) -> str:
-    """auto: bfloat16 mixed on Ampere or newer, float16 mixed on Volta/Turing, float32 on CPU."""
+# CPU flags of native bfloat16 matrix units (Linux /proc/cpuinfo names): with one, a bfloat16
+# matmul runs at about twice the float32 rate; without, TensorFlow and XLA emulate bfloat16.
+NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bfloat16_flag(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU flag that gives native bfloat16 (amx_bf16, avx512_bf16), or None: also where
+    the flags cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return next((flag for flag in NATIVE_BFLOAT16_FLAGS if flag in flags), None)
+
+
+def resolve_precision(choice: str, frozen_only: bool = False) -> tuple[str, str]:
+    """The dtype policy for ``compute.precision`` and why, e.g.
+    ``("float32", "auto: CPU without native bfloat16")``.
+
+    auto: mixed bfloat16 on Ampere or newer, mixed float16 on Volta/Turing; on a CPU, float32
+    for training, and mixed bfloat16 for a frozen model's inference (``frozen_only``: the
+    features stage) where the CPU has native bfloat16. Training on a CPU stays float32: its
+    bfloat16 speed and loss curve have not been measured on such a CPU (README, Precision).
+    """
     if choice != "auto":
-        return choice
+        return choice, "compute.precision"
     gpus = _gpus()
-    if not gpus:
-        return "float32"
-    capability = _compute_capability(gpus[0])
-    if capability >= (8, 0):
-        return "mixed_bfloat16"
-    if capability >= (7, 0):
-        return "mixed_float16"
-    return "float32"
+    if gpus:
+        major, minor = _compute_capability(gpus[0])
+        if (major, minor) >= (8, 0):
+            return "mixed_bfloat16", f"auto: GPU compute capability {major}.{minor}"
+        if (major, minor) >= (7, 0):
+            return "mixed_float16", f"auto: GPU compute capability {major}.{minor}"
+        return "float32", f"auto: GPU compute capability {major}.{minor} below 7.0"
+    flag = cpu_bfloat16_flag()
+    if flag is None:
+        return "float32", "auto: CPU without native bfloat16"
+    if frozen_only:
+        return "mixed_bfloat16", f"auto: CPU with {flag}"
+    return "float32", f"auto: training on a CPU with {flag} stays float32"
 
 
 def resolve_distribute(choice: str) -> str:
@@ -182,7 +216,7 @@ def configure(params: dict, distributed: bool = True) -> Compute:
     else:
         jax_compilation_cache()
         replicas = _jax_distribution(distribute)
-    precision = resolve_precision(settings["precision"])
+    precision, reason = resolve_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params["seed"])
     if backend == "tensorflow" and not _gpus():
@@ -192,11 +226,11 @@ def configure(params: dict, distributed: bool = True) -> Compute:
 
         tf.config.experimental.enable_op_determinism()
     compute = Compute(
-        backend, _version(), _device_kinds(), precision, distribute, replicas, strategy
+        backend, _version(), _device_kinds(), precision, reason, distribute, replicas, strategy
     )
     print(
         f"compute: backend={backend} {compute.version} devices={compute.describe().split('; ')[1]}"
-        f" precision={precision} distribute={distribute} replicas={replicas}",
+        f" precision={precision} ({reason}) distribute={distribute} replicas={replicas}",
         flush=True,
     )
     return compute

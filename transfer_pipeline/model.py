@@ -99,8 +99,18 @@ def _first_kernel(model: keras.Model) -> tuple[str, tuple]:
     return "none", ()
 
 
-def build_feature_extractor(backbone_name: str, stored_size: int, image_size: int, weights):
-    """uint8 images of the stored size -> pooled backbone features (the frozen part)."""
+def build_feature_extractor(
+    backbone_name: str, stored_size: int, image_size: int, weights, dtype_policy=None
+):
+    """uint8 images of the stored size -> pooled backbone features (the frozen part), built
+    under ``dtype_policy`` (e.g. "mixed_bfloat16") or else the global dtype policy."""
+    if dtype_policy is not None:
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(dtype_policy)
+        try:
+            return build_feature_extractor(backbone_name, stored_size, image_size, weights)
+        finally:
+            keras.config.set_dtype_policy(previous)
     backbone = BACKBONES[backbone_name]
     base = build_backbone(backbone_name, image_size, weights)
     base.trainable = False
