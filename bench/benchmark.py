@@ -168,7 +168,7 @@ def compare_precisions(real_size: bool) -> None:
     from transfer_pipeline.compute import cpu_bfloat16_flag, resolve_precision
 
     backbone, size, n_images, batch = (
-        ("xception", 224, 128, 16) if real_size else ("resnet50", 32, 1024, 32)
+        ("xception", 224, 200, 16) if real_size else ("resnet50", 32, 1024, 32)
     )
     flag = cpu_bfloat16_flag()
     print(
@@ -182,9 +182,9 @@ def compare_precisions(real_size: bool) -> None:
     for p in policies:
         print(f"dense {p.removeprefix('mixed_')} matmul (2048x2048): {peaks[p] / 1e9:.1f} GFLOP/s")
 
-    print(f"\n[{backbone} at {size} px, {n_images} images, batch 64] feature extraction")
     x, y = class_images(max(1, n_images // 10), 10, 32, seed=1)
-    x, y = x[: len(x) // 64 * 64], y[: len(x) // 64 * 64]
+    x, y = x[: len(x) // 64 * 64], y[: len(x) // 64 * 64]  # whole batches of 64
+    print(f"\n[{backbone} at {size} px, {len(x)} images, batch 64] feature extraction")
     float32_model = build_feature_extractor(backbone, 32, size, None, "float32")
     models = {"float32": float32_model}
     models["mixed_bfloat16"] = build_feature_extractor(backbone, 32, size, None, "mixed_bfloat16")
