@@ -64,7 +64,12 @@ from synthetic import class_images  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
 from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
-from transfer_pipeline.model import build_classifier, build_feature_extractor, build_head  # noqa: E402
+from transfer_pipeline.model import (  # noqa: E402
+    build_classifier,
+    build_feature_extractor,
+    build_head,
+    twin_extractor,
+)
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 20, dtype: str = "float32") -> float:
@@ -187,8 +192,7 @@ def compare_precisions(real_size: bool) -> None:
     print(f"\n[{backbone} at {size} px, {len(x)} images, batch 64] feature extraction")
     float32_model = build_feature_extractor(backbone, 32, size, None, "float32")
     models = {"float32": float32_model}
-    models["mixed_bfloat16"] = build_feature_extractor(backbone, 32, size, None, "mixed_bfloat16")
-    models["mixed_bfloat16"].set_weights(float32_model.get_weights())
+    models["mixed_bfloat16"] = twin_extractor(float32_model, backbone, size, "mixed_bfloat16")
     flops = flops_per_image(float32_model, (32, 32, 3))
     features, rates = {}, {p: [] for p in policies}
     for p in policies:

@@ -40,7 +40,7 @@ def main() -> None:
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_split
     from transfer_pipeline.features import extract_features
-    from transfer_pipeline.model import build_feature_extractor
+    from transfer_pipeline.model import build_feature_extractor, twin_extractor
     from transfer_pipeline.saving import save_model
 
     # Precision and seed; inference runs on one device (see below).
@@ -60,10 +60,7 @@ def main() -> None:
     running = extractor
     precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
     if precision != setup.precision:
-        running = build_feature_extractor(
-            backbone["backbone"], train_x.shape[1], backbone["image_size"], None, precision
-        )
-        running.set_weights(extractor.get_weights())
+        running = twin_extractor(extractor, backbone["backbone"], backbone["image_size"], precision)
         setup.precision, setup.precision_reason = precision, f"{reason}, saved {setup.precision}"
         print(f"features: extraction in {precision} ({reason})", flush=True)
     images_per_s = {}

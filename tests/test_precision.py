@@ -7,7 +7,7 @@ import pytest
 
 from transfer_pipeline.compute import cpu_bfloat16_flag, resolve_precision
 from transfer_pipeline.features import extract_features
-from transfer_pipeline.model import build_feature_extractor, load_model
+from transfer_pipeline.model import load_model, twin_extractor
 
 FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 avx avx2 fma"
 
@@ -66,10 +66,7 @@ def test_bfloat16_extraction_gives_the_float32_features_and_head_accuracy(pipeli
     extractor = load_model(path / "models/feature_extractor.keras")
     model = params["model"]
     images = np.load(path / "data/prepared/test_x.npy")
-    twin = build_feature_extractor(
-        model["backbone"], images.shape[1], model["image_size"], None, "mixed_bfloat16"
-    )
-    twin.set_weights(extractor.get_weights())
+    twin = twin_extractor(extractor, model["backbone"], model["image_size"], "mixed_bfloat16")
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
     batch = params["features"]["batch_size"]
     bf16 = extract_features(twin, images, batch, "test")

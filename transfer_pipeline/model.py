@@ -125,6 +125,17 @@ def build_feature_extractor(
     return keras.Model(inputs, features, name="feature_extractor")
 
 
+def twin_extractor(
+    extractor: keras.Model, backbone_name: str, image_size: int, dtype_policy: str
+) -> keras.Model:
+    """The same feature extractor, weights included, built under another dtype policy (the
+    features stage extracts on a mixed bfloat16 twin and saves the float32 original)."""
+    stored_size = extractor.input_shape[1]
+    twin = build_feature_extractor(backbone_name, stored_size, image_size, None, dtype_policy)
+    twin.set_weights(extractor.get_weights())
+    return twin
+
+
 def build_head(feature_width: int, units: list[int], dropout: float, n_classes: int):
     inputs = keras.Input((feature_width,), name="features")
     x = inputs
