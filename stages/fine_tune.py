@@ -44,7 +44,13 @@ def main() -> None:
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
     from transfer_pipeline.live import log_epoch, log_summary, open_live
-    from transfer_pipeline.model import backbone_of, build_classifier, load_model, unfreeze
+    from transfer_pipeline.model import (
+        backbone_of,
+        build_classifier,
+        load_model,
+        synchronize_batchnorm,
+        unfreeze,
+    )
     from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
     from transfer_pipeline.resume import Checkpoints, fingerprint
     from transfer_pipeline.saving import save_model
@@ -87,6 +93,7 @@ def main() -> None:
                 metrics=["accuracy"],
                 jit_compile=compute.jit_compile(params),
             )
+        synchronize_batchnorm(classifier, setup.synchronized_batchnorm)  # the head's
     first_epoch = resume["epochs_done"] if resume else 0
     live = open_live(args.live)  # DVC deleted it before the run: log the finished epochs again
     for row in checkpoints.state["history"]:

@@ -34,7 +34,7 @@ def main() -> None:
     from transfer_pipeline.data import load_class_names, load_features, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
     from transfer_pipeline.live import log_summary, open_live
-    from transfer_pipeline.model import build_head
+    from transfer_pipeline.model import build_head, synchronize_batchnorm
     from transfer_pipeline.optimizers import optimizer
     from transfer_pipeline.saving import save_model
 
@@ -49,6 +49,7 @@ def main() -> None:
     settings, head_params = params["train_head"], params["model"]
     with setup.scope():
         head = build_head(width, head_params["head_units"], head_params["dropout"], n_classes)
+        synchronize_batchnorm(head, setup.synchronized_batchnorm)
         head.compile(
             optimizer=optimizer(settings["optimizer"], params["lr"], settings["momentum"]),
             loss="categorical_crossentropy",

@@ -120,13 +120,20 @@ def test_same_params_and_seed_give_identical_split_features_and_metrics(experime
 def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(
     experiments, pipeline
 ):
-    single = pipeline.json(METRICS["evaluate"])["test_accuracy"]
+    single = pipeline.json(METRICS["evaluate"])
     assert "distribute=mirrored replicas=2" in experiments.logs["mirrored"]
     # compute.distribute is read by the training stages only (extraction runs on one device).
     assert experiments.runs["mirrored"] == {"train_head", "fine_tune", "evaluate"}
-    mirrored = _committed(experiments, "mirrored", METRICS["evaluate"])["test_accuracy"]
-    # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band.
-    assert mirrored > 0.5 and abs(mirrored - single) <= 0.15, (single, mirrored)
+    mirrored = _committed(experiments, "mirrored", METRICS["evaluate"])
+    # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band, for
+    # the head too: its BatchNorm takes statistics over the global batch of 8, not 4 per
+    # replica (per replica it reached 0.62 against 0.95 on one device).
+    pairs = {
+        "fine-tuned": (single["test_accuracy"], mirrored["test_accuracy"]),
+        "head only": (single["head_only"]["test_accuracy"], mirrored["head_only"]["test_accuracy"]),
+    }
+    for name, (one_device, two_replicas) in pairs.items():
+        assert two_replicas > 0.5 and abs(two_replicas - one_device) <= 0.15, (name, pairs)
 
 
 def test_dvc_plots_diff_overlays_two_revisions(experiments):

@@ -37,6 +37,12 @@ class Compute:
     def scope(self):
         return self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()
 
+    @property
+    def synchronized_batchnorm(self) -> bool:
+        """Whether BatchNorm must all-reduce its batch statistics: tf.distribute replicas
+        each see only their part of the batch (jax's DataParallel computes over the whole)."""
+        return self.backend == "tensorflow" and self.replicas > 1
+
     def describe(self) -> str:
         """One metrics value (one column in `dvc metrics show`), e.g.
         ``jax 0.10.2; 2 x cpu; float32; mirrored x2``."""

@@ -40,12 +40,15 @@ def _rewrite_lean_and_deterministic(path: Path) -> None:
 
 
 def _canonical_config(config, shared_ids: dict):
-    """The model config without compile configs, at any depth, and with the ids of shared
-    objects (Python memory addresses) renumbered 1, 2, ... in order of appearance."""
+    """The model config without compile configs, at any depth, with the ids of shared
+    objects (Python memory addresses) renumbered 1, 2, ... in order of appearance, and
+    BatchNorm unsynchronized (model.synchronize_batchnorm)."""
     if isinstance(config, dict):
         return {
             key: shared_ids.setdefault(value, len(shared_ids) + 1)
             if key == "shared_object_id"
+            else False
+            if key == "synchronized"  # BatchNorm's, for training only; True loads on TF only
             else _canonical_config(value, shared_ids)
             for key, value in config.items()
             if key != "compile_config"
