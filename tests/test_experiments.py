@@ -16,7 +16,10 @@ from conftest import EXPORTS, METRICS, Repo, copy_of
 # checked for every param, without running anything, by
 # test_pipeline_dvc.py::test_each_param_invalidates_exactly_the_stages_that_read_it.
 QUEUED = {
-    "mirrored": ["-S", "compute.distribute=mirrored", "evaluate"],
+    # The head is where the replicas matter: its BatchNorm trains (the backbone's never does).
+    # fine_tune under tf.distribute runs the same scope and fit; jax's DataParallel fine_tune
+    # runs in test_backends.py.
+    "mirrored": ["-S", "compute.distribute=mirrored", "train_head"],
     "lr": ["-S", "lr=1e-4"],
 }
 
@@ -88,23 +91,20 @@ def test_metrics_diff_between_commits_lists_changed_accuracy_keys(experiments):
         assert head_diff[key]["new"] == committed[key]
 
 
-def test_mirrored_strategy_on_two_logical_cpus_trains_a_model_of_the_same_quality(
+def test_mirrored_strategy_on_two_logical_cpus_trains_a_head_of_the_same_quality(
     experiments, pipeline
 ):
-    single = pipeline.json(METRICS["evaluate"])
     assert "distribute=mirrored replicas=2" in experiments.logs["mirrored"]
     # compute.distribute is read by the training stages only (extraction runs on one device).
-    assert experiments.runs["mirrored"] == {"train_head", "fine_tune", "evaluate"}
-    mirrored = _committed(experiments, "mirrored", METRICS["evaluate"])
-    # 60 test images: one image is 1.7 %. Same recipe, same data -> same quality band, for
-    # the head too: its BatchNorm takes statistics over the global batch of 8, not 4 per
-    # replica (per replica it reached 0.62 against 0.95 on one device).
-    pairs = {
-        "fine-tuned": (single["test_accuracy"], mirrored["test_accuracy"]),
-        "head only": (single["head_only"]["test_accuracy"], mirrored["head_only"]["test_accuracy"]),
-    }
-    for name, (one_device, two_replicas) in pairs.items():
-        assert two_replicas > 0.5 and abs(two_replicas - one_device) <= 0.15, (name, pairs)
+    assert experiments.runs["mirrored"] == {"train_head"}
+    single = pipeline.json(METRICS["train_head"])["val_accuracy"]
+    mirrored = _committed(experiments, "mirrored", METRICS["train_head"])
+    assert mirrored["compute"].endswith("; mirrored x2")
+    # 60 validation images: one image is 1.7 %. Same recipe, same data -> same quality band:
+    # BatchNorm takes its statistics over the global batch of 8, not 4 per replica (per
+    # replica the head reached 0.6 against 0.97 on one device).
+    assert mirrored["val_accuracy"] > 0.5, (single, mirrored)
+    assert abs(mirrored["val_accuracy"] - single) <= 0.15, (single, mirrored)
 
 
 def test_dvc_plots_diff_overlays_two_revisions(experiments):

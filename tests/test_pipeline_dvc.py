@@ -50,6 +50,12 @@ def test_dvc_plots_show_gives_curves_per_phase_and_a_named_confusion_matrix(pipe
     )
 
 
+@pytest.fixture(scope="module")
+def status_copy(pipeline, tmp_path_factory):
+    """One copy for every case below: DVC hashes a copy's files once, not once per case."""
+    return copy_of(pipeline, tmp_path_factory.mktemp("status") / "repo", with_cache=False)
+
+
 @pytest.mark.parametrize(
     "overrides, invalidated",
     [
@@ -76,10 +82,11 @@ def test_dvc_plots_show_gives_curves_per_phase_and_a_named_confusion_matrix(pipe
     ],
 )
 def test_each_param_invalidates_exactly_the_stages_that_read_it(
-    pipeline, tmp_path, overrides, invalidated
+    status_copy, overrides, invalidated
 ):
     """`dvc status` names the stages whose own params changed (downstream ones follow)."""
-    repo = copy_of(pipeline, tmp_path / "repo", with_cache=False)
+    repo = status_copy
+    repo.git("checkout", "-q", "params.yaml")  # the baseline's params, then these changes
     repo.set_params(overrides)
     status = json.loads(repo.dvc("status", "--json").stdout)
     changed = {

@@ -10,48 +10,35 @@ from conftest import copy_of
 from transfer_pipeline.live import read_history
 from transfer_pipeline.model import load_model
 
-# Every fine-tuning option on: the optimizer state (AdamW moments, schedule step), the
-# augmentation and dropout random state and the data order must all survive the kill.
-ALL_OPTIONS = {
-    "fine_tune": {
-        "epochs": 2,
-        "augment": True,
-        "label_smoothing": 0.1,
-        "schedule": "cosine",
-        "warmup_epochs": 1,
-        "weight_decay": 0.01,
-        "unfreeze": 40,
-    }
-}
 TIMINGS = ("seconds", "images_per_s", "resumed_after_epoch")
 
 
 def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run(
     pipeline, tmp_path
 ):
-    killed, whole = (copy_of(pipeline, tmp_path / name) for name in ("killed", "whole"))
-    for repo in (killed, whole):
-        repo.set_params(ALL_OPTIONS)
-    # Only fine_tune's params changed: `dvc repro fine_tune` runs that stage alone. The
-    # uninterrupted run goes on beside the killed and resumed one (two processes, two cores).
-    # While it runs: after epoch 1 of 2, DVCLive's files already hold the finished epoch.
+    """The session pipeline's own fine_tune is the uninterrupted run. A copy runs it again
+    (forced: the run-cache would restore it), killed right after epoch 1, and resumes: the
+    optimizer state (Adam's moments and step), the dropout random state and the data order must
+    all survive the kill."""
+    killed = copy_of(pipeline, tmp_path / "killed")
+    # The stage process is killed (SIGKILL) once epoch 1 and its checkpoint are complete;
+    # before that, DVCLive's files already hold the finished epoch.
     seen, live = tmp_path / "seen", "dvclive/fine_tune"
     seen.mkdir()
     copy = f"cp {live}/metrics.json {live}/plots/metrics/val_accuracy.tsv {seen}/"
-    with whole.dvc_beside("repro", "fine_tune", env={"TL_AFTER_EPOCH": f"fine_tune:1:{copy}"}):
-        # The stage process is killed (SIGKILL) right after epoch 1 and its checkpoint completed.
-        result = killed.dvc(
-            "repro",
-            "fine_tune",
-            check=False,
-            env={"TL_AFTER_EPOCH": "fine_tune:1:kill -KILL $PPID"},
-        )
-        assert result.returncode != 0
-        assert killed.json(".resume/fine_tune/state.json")["epochs_done"] == 1
+    forced = ("repro", "-f", "-s", "fine_tune")
+    result = killed.dvc(
+        *forced, check=False, env={"TL_AFTER_EPOCH": f"fine_tune:1:{copy} && kill -KILL $PPID"}
+    )
+    assert result.returncode != 0
+    assert killed.json(".resume/fine_tune/state.json")["epochs_done"] == 1
+    during = json.loads((seen / "metrics.json").read_text())
+    assert during["step"] == 0 and "val_accuracy" in during  # DVCLive's step 0: epoch 1 of 2
+    assert len((seen / "val_accuracy.tsv").read_text().splitlines()) == 1 + 1
 
-        result = killed.dvc("repro", "fine_tune")
-        assert "fine_tune: resuming after epoch 1" in result.stdout
-        assert killed.ran_stages(result.stdout) == {"fine_tune"}
+    result = killed.dvc(*forced)
+    assert "fine_tune: resuming after epoch 1" in result.stdout
+    assert killed.ran_stages(result.stdout) == {"fine_tune"}
     resumed = killed.json("dvclive/fine_tune/metrics.json")
     assert resumed["resumed_after_epoch"] == 1
     history = read_history(killed.path / "dvclive/fine_tune")
@@ -59,19 +46,16 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     assert not (killed.path / ".resume/fine_tune").exists(), "a finished run clears its checkpoint"
     assert killed.dvc("status", "fine_tune", "--json").stdout.strip() == "{}"  # recorded
 
-    during = json.loads((seen / "metrics.json").read_text())
-    assert during["step"] == 0 and "val_accuracy" in during  # DVCLive's step 0: epoch 1 of 2
-    assert len((seen / "val_accuracy.tsv").read_text().splitlines()) == 1 + 1
-    uninterrupted = whole.json("dvclive/fine_tune/metrics.json")
+    uninterrupted = pipeline.json("dvclive/fine_tune/metrics.json")
     assert set(resumed) == set(uninterrupted)
     for key, value in uninterrupted.items():
         if key not in TIMINGS:
             assert resumed[key] == pytest.approx(value, abs=1e-6), key
     pd.testing.assert_frame_equal(
-        history, read_history(whole.path / "dvclive/fine_tune"), atol=1e-6
+        history, read_history(pipeline.path / "dvclive/fine_tune"), atol=1e-6
     )
     # The kept models themselves: every weight of the resumed run's equals the uninterrupted's.
-    models = [load_model(repo.path / "models/fine_tuned.keras") for repo in (killed, whole)]
+    models = [load_model(repo.path / "models/fine_tuned.keras") for repo in (killed, pipeline)]
     weights = [model.get_weights() for model in models]
     assert len(weights[0]) == len(weights[1]) > 100
     for after_resume, uninterrupted_weight in zip(*weights):

@@ -1,7 +1,8 @@
 """The seed's backbone x optimizer sweep through the real DVC queue.
 
 Every registered backbone's own code path (build, preprocessing, feature width) is checked in
-process by test_backbones.py; here two backbones go through the queue end to end.
+process by test_backbones.py; here the queue runs a backbone other than the baseline's with two
+optimizers (the baseline's backbone already has its features).
 """
 
 import json
@@ -9,14 +10,14 @@ import json
 
 def test_seed_style_sweep_computes_features_once_per_backbone(pipeline_copy):
     """Backbone x optimizer for the head, as the seed explored it: the queue runs features
-    once per backbone; every other run of that backbone restores them from the run-cache."""
+    once for the new backbone; its other run restores them from the run-cache."""
     repo = pipeline_copy
     repo.dvc(
         "exp",
         "run",
         "--queue",
         "-S",
-        "model.backbone=mobilenet_v2,efficientnet_b0",
+        "model.backbone=mobilenet_v2",
         "-S",
         "train_head.optimizer=sgd,rmsprop",
         "-S",
@@ -28,12 +29,12 @@ def test_seed_style_sweep_computes_features_once_per_backbone(pipeline_copy):
     finally:
         repo.dvc("queue", "stop", check=False)  # no idle worker left behind
     status = repo.dvc("queue", "status").stdout
-    assert status.count("Success") == 4, status
+    assert status.count("Success") == 2, status
     names = [line.split()[0] for line in status.splitlines() if "Success" in line]
     logs = [repo.dvc("queue", "logs", name).stdout for name in names]
     ran_features = sum("Running stage 'features'" in log for log in logs)
     restored = sum("Stage 'features' is cached - skipping run" in log for log in logs)
-    assert (ran_features, restored) == (2, 2), logs
+    assert (ran_features, restored) == (1, 1), logs
 
     rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
     runs = set()
@@ -46,6 +47,6 @@ def test_seed_style_sweep_computes_features_once_per_backbone(pipeline_copy):
                 accuracy = metrics.get("data", {}).get("val_accuracy")
                 runs.add((params["model"]["backbone"], params["train_head"]["optimizer"], accuracy))
     assert {(b, o) for b, o, _ in runs} == {
-        (b, o) for b in ("mobilenet_v2", "efficientnet_b0") for o in ("sgd", "rmsprop")
+        ("mobilenet_v2", optimizer) for optimizer in ("sgd", "rmsprop")
     }
     assert all(isinstance(accuracy, float) for _, _, accuracy in runs), runs
