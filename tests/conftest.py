@@ -49,7 +49,7 @@ TINY = {
     "export": {"latency_runs": 10, "calibration_images": 50, "parity_int8_pp": 60.0},
 }
 
-# The tiny pipeline's stages (one export stage per format in export.formats) and metrics.
+# The tiny pipeline's stages and metrics files.
 EXPORTS = {"export@saved_model", "export@onnx"}  # one stage per format in export.formats
 STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
 METRICS = {

@@ -9,7 +9,6 @@ taking the workspace back and forth and to a fresh clone.
 import json
 
 import pytest
-import yaml
 from conftest import EXPORTS, METRICS, Repo, copy_of
 
 # Each experiment runs only as far as its tests look; which stages each param invalidates is
@@ -49,10 +48,9 @@ def experiments(pipeline, tmp_path_factory):
     return repo
 
 
-def _committed(repo, experiment: str, path: str):
-    """A git-tracked file as an experiment committed it."""
-    text = repo.git("show", f"{repo.revs[experiment]}:{path}")
-    return yaml.safe_load(text) if path.endswith((".lock", ".yaml")) else json.loads(text)
+def _committed(repo, experiment: str, path: str) -> dict:
+    """A git-tracked JSON file as an experiment committed it."""
+    return json.loads(repo.git("show", f"{repo.revs[experiment]}:{path}"))
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):

@@ -44,15 +44,15 @@ def _canonical_config(config, shared_ids: dict):
     objects (Python memory addresses) renumbered 1, 2, ... in order of appearance, and
     BatchNorm unsynchronized (model.synchronize_batchnorm)."""
     if isinstance(config, dict):
-        return {
-            key: shared_ids.setdefault(value, len(shared_ids) + 1)
-            if key == "shared_object_id"
-            else False
-            if key == "synchronized"  # BatchNorm's, for training only; True loads on TF only
-            else _canonical_config(value, shared_ids)
-            for key, value in config.items()
-            if key != "compile_config"
-        }
+        canonical = {}
+        for key, value in config.items():
+            if key == "shared_object_id":
+                canonical[key] = shared_ids.setdefault(value, len(shared_ids) + 1)
+            elif key == "synchronized":  # BatchNorm's, for training only; True loads on TF only
+                canonical[key] = False
+            elif key != "compile_config":
+                canonical[key] = _canonical_config(value, shared_ids)
+        return canonical
     if isinstance(config, list):
         return [_canonical_config(item, shared_ids) for item in config]
     return config
