@@ -23,9 +23,10 @@ def main() -> None:
     parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
     args = parser.parse_args()
     params = load_params("evaluate")
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         "evaluate",
         files=[args.per_class, args.predictions],
+        live=args.live,
         inputs=[args.prepared, args.features, args.head, args.model],
     )
     select_backend(params["compute"]["backend"])
@@ -54,19 +55,19 @@ def main() -> None:
     # definition error (MapDataset use_unbounded_threadpool) under op determinism.
     head_only = head.predict(ArrayBatches(np.asarray(features["test"]), None, batch), verbose=0)
 
+    names = np.asarray(class_names)
     with outputs:
         per_class_table(test_y, fine_tuned, class_names).to_csv(
             outputs.path(args.per_class), index=False
         )
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
-    live = open_live(args.live)
-    log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
-    names = np.asarray(class_names)
-    live.log_sklearn_plot(
-        "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
-    )
-    live.end()
+        live = open_live(outputs.path(args.live))
+        log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
+        live.log_sklearn_plot(
+            "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
+        )
+        live.end()
 
 
 if __name__ == "__main__":

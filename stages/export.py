@@ -30,7 +30,7 @@ def main() -> None:
     params = load_params("export")["export"]
     check_format(args.format)
     require_converter(args.format)
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         f"export@{args.format}",
         files=[args.metrics],
         folders=[args.out],

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
     args = parser.parse_args()
     params = load_params("features")  # validate before paying for Keras and its backend
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         "features",
         files=[args.extractor, args.metrics],
         folders=[args.features],

@@ -21,7 +21,8 @@ def main() -> None:
 
     params = load_params("prepare")
     data = params["data"]
-    with StageOutputs("prepare", files=[args.metrics], folders=[args.prepared]) as outputs:
+    outputs = StageOutputs.of_stage("prepare", files=[args.metrics], folders=[args.prepared])
+    with outputs:
         dataset = load_dataset(params)
         sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
         split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)

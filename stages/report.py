@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("report")
     inputs = [getattr(args, name) for name in INPUTS]
-    outputs = StageOutputs("report", folders=[args.out], inputs=inputs)
+    outputs = StageOutputs.of_stage("report", folders=[args.out], inputs=inputs)
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")

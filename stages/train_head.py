@@ -21,7 +21,9 @@ def main() -> None:
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     args = parser.parse_args()
     params = load_params("train_head")
-    outputs = StageOutputs("train_head", files=[args.head], inputs=[args.prepared, args.features])
+    outputs = StageOutputs.of_stage(
+        "train_head", files=[args.head], live=args.live, inputs=[args.prepared, args.features]
+    )
     select_backend(params["compute"]["backend"])
 
     from transfer_pipeline import compute
@@ -56,29 +58,32 @@ def main() -> None:
             metrics=["accuracy"],
             jit_compile=compute.jit_compile(params),
         )
-    live = open_live(args.live)
-    started = time.monotonic()
-    head.fit(
-        ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
-        validation_data=ArrayBatches(*inputs["val"], settings["batch_size"]),
-        epochs=settings["epochs"],
-        shuffle=False,  # ArrayBatches shuffles, seeded per epoch
-        verbose=0,
-        callbacks=[
-            EpochLog(
-                "train_head", settings["epochs"], len(inputs["train"][0]), settings["batch_size"]
-            ),
-            FailOnNonFiniteLoss("train_head", "lr"),
-            LiveEpochs(live),
-            AfterEpochHook("train_head"),
-        ],
-    )
     with outputs:
+        live = open_live(outputs.path(args.live))
+        started = time.monotonic()
+        head.fit(
+            ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
+            validation_data=ArrayBatches(*inputs["val"], settings["batch_size"]),
+            epochs=settings["epochs"],
+            shuffle=False,  # ArrayBatches shuffles, seeded per epoch
+            verbose=0,
+            callbacks=[
+                EpochLog(
+                    "train_head",
+                    settings["epochs"],
+                    len(inputs["train"][0]),
+                    settings["batch_size"],
+                ),
+                FailOnNonFiniteLoss("train_head", "lr"),
+                LiveEpochs(live),
+                AfterEpochHook("train_head"),
+            ],
+        )
         save_model(head, outputs.path(args.head))
-    log_summary(
-        live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
-    )
-    live.end()
+        log_summary(
+            live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
+        )
+        live.end()
 
 
 if __name__ == "__main__":

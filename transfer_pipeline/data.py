@@ -23,7 +23,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .atomic import StageOutputs
-from .errors import PipelineError, rebuild_hint
+from .dvcfile import rebuild_hint
+from .errors import PipelineError
 from .progress import ProgressBar
 
 SPLITS = ("train", "val", "test")
