@@ -14,10 +14,12 @@ from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
 from transfer_pipeline.data import (
+    decode_at_least,
     load_cifar,
     load_dataset,
     load_image_folder,
     read_image,
+    resize_for_model,
     split_indices,
 )
 from transfer_pipeline.errors import PipelineError
@@ -157,6 +159,33 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     pixels = read_image(tmp_path / "phone.jpg", 32).astype(int)
     assert np.abs(pixels - upright).mean() < 8
     assert np.abs(np.asarray(stored, int) - upright).mean() > 60  # the test can tell
+
+
+def _full_decode(path, size):
+    with Image.open(path) as image:
+        return resize_for_model(image, size).astype(int)
+
+
+def test_large_jpegs_are_scaled_while_decoding_small_ones_are_not(tmp_path):
+    """A photo 4x larger than the input (and EXIF-rotated) is decoded at 1/2 or 1/4 scale: at
+    most 2 levels from a full decode, upright; a smaller JPEG decodes exactly as before."""
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    upright = np.asarray(smooth.resize((400, 300), Image.BICUBIC))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned anticlockwise: the viewer turns it back
+    Image.fromarray(upright).rotate(90, expand=True).save(tmp_path / "big.jpg", exif=exif)
+    with Image.open(tmp_path / "big.jpg") as image:
+        decode_at_least(image, 64)
+        assert image.size == (75, 100)  # 1/4 of 300x400 on disk, never below 64
+    pixels = read_image(tmp_path / "big.jpg", 32).astype(int)
+    assert np.abs(pixels - _full_decode(tmp_path / "big.jpg", 32)).max() <= 2
+    expected = np.asarray(Image.fromarray(upright).resize((32, 32), Image.BILINEAR), int)
+    assert np.abs(pixels - expected).mean() < 3  # upright: EXIF applied after the scaling
+    Image.fromarray(upright[:100, :120]).save(tmp_path / "small.jpg")  # < 2 x 2 x 32 px
+    assert (
+        read_image(tmp_path / "small.jpg", 32) == _full_decode(tmp_path / "small.jpg", 32)
+    ).all()
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "P"])
