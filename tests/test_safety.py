@@ -167,8 +167,10 @@ def test_what_dvc_yaml_declares_for_a_foreach_stage(monkeypatch):
         "dvclive/train_head/metrics.json",
         "dvclive/train_head/plots",
     ]
+    with pytest.raises(PipelineError, match="is a foreach stage: name its item"):
+        declared_outputs("export")
     with pytest.raises(PipelineError, match="no dvc.yaml declaring this stage"):
-        declared_outputs("export")  # a foreach stage needs its item
+        declared_outputs("train_head@onnx")
 
 
 def test_a_folder_output_replaces_only_empty_or_marked_folders(tmp_path, monkeypatch):

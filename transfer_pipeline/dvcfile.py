@@ -1,8 +1,9 @@
-"""What dvc.yaml declares: the paths each stage writes (outs, metrics, plots).
+"""What dvc.yaml declares for each stage: the params it reads, the paths it writes.
 
-dvc.yaml is the one place for the pipeline's paths. A stage may write only what it declares
-there (``declared_outputs``, checked by ``atomic.StageOutputs.of_stage``), and an error about a
-bad file names the stage that writes it (``rebuild_hint``).
+dvc.yaml is the one place for both. A stage reads only the params it lists
+(``declared_params``, for ``params.load_params``), may write only the outs, metrics and plots
+it declares (``declared_outputs``, checked by ``atomic.StageOutputs.of_stage``), and an
+error about a bad file names the stage that writes it (``rebuild_hint``).
 """
 
 from __future__ import annotations
@@ -31,17 +32,32 @@ def _paths(body: dict, kinds=_KINDS) -> list[str]:
     return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries]
 
 
-def declared_outputs(stage: str) -> list[str]:
-    """The paths dvc.yaml declares for ``stage`` (``export@onnx`` for a foreach stage)."""
+def _stage(stage: str) -> tuple[dict, str]:
+    """A stage's definition (a foreach stage's ``do`` part) and its item: ``export@onnx``
+    (``export`` alone is the foreach stage's definition, as for its params)."""
     name, _, item = stage.partition("@")
     definition = _stages().get(name)
-    if not isinstance(definition, dict) or bool(item) != ("foreach" in definition):
+    if not isinstance(definition, dict) or (item and "foreach" not in definition):
         raise PipelineError(
             f"{stage}: there is no dvc.yaml declaring this stage in {Path.cwd()}; run the stage "
             "from the project's root folder, where dvc.yaml is"
         )
-    body = definition.get("do", definition)
-    return [os.path.normpath(path.replace("${item}", item)) for path in _paths(body)]
+    return definition.get("do", definition), item
+
+
+def declared_params(stage: str) -> list[str]:
+    """The params keys (or whole sections) dvc.yaml lists for a stage."""
+    body, _ = _stage(stage)
+    return [key for key in body.get("params") or [] if isinstance(key, str)]
+
+
+def declared_outputs(stage: str) -> list[str]:
+    """The paths dvc.yaml declares for ``stage`` (``export@onnx`` for a foreach stage)."""
+    body, item = _stage(stage)
+    paths = _paths(body)
+    if any("${item}" in path for path in paths) and not item:
+        raise PipelineError(f"{stage} is a foreach stage: name its item ({stage}@<item>)")
+    return [os.path.normpath(path.replace("${item}", item)) for path in paths]
 
 
 def rebuild_hint(path) -> str:

@@ -14,6 +14,7 @@ import yaml
 
 from .backbones import BACKBONES
 from .backend import BACKENDS
+from .dvcfile import declared_params
 from .errors import PipelineError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -321,18 +322,6 @@ def load_params(stage: str | None = None, path="params.yaml") -> dict:
     if stage is None:
         return params
     return _only(params, declared_params(stage))
-
-
-def declared_params(stage: str, dvc_yaml="dvc.yaml") -> list[str]:
-    """The params keys (or whole sections) dvc.yaml lists for a stage."""
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    body = stage_body(stages[stage.split("@")[0]])
-    return [key for key in body.get("params", []) if isinstance(key, str)]
-
-
-def stage_body(stage: dict) -> dict:
-    """A dvc.yaml stage's definition; for a ``foreach`` stage, its ``do`` part."""
-    return stage.get("do", stage)
 
 
 def _only(params: dict, keys: list[str]) -> dict:
