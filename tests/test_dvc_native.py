@@ -1,11 +1,19 @@
 """DVC does the bookkeeping: run-cache restores, DVCLive curves while a stage runs, exact
-dependencies, a metrics table that fits a terminal."""
+dependencies, a metrics table that fits a terminal, an experiments table that leads with the
+test accuracies."""
 
+import csv
+import io
 import json
+import shutil
 
+import numpy as np
 import yaml
-from conftest import REPO_ROOT, copy_of
+from conftest import REPO_ROOT, Repo, copy_of
 from stage_imports import code_dependencies
+
+from transfer_pipeline.evaluation import summarize
+from transfer_pipeline.live import log_summary, open_live
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 
@@ -42,6 +50,38 @@ def test_metrics_show_fits_a_terminal(pipeline):
     # Path + 20 metrics: the stages' own, plus latency_ms and size_mb of the exported formats.
     assert "test_accuracy" in columns and len(columns) <= 21, columns
     assert not any("precision" in column for column in columns)
+
+
+def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
+    """`dvc exp show` orders metric columns by stage order in dvc.yaml, then by key order in
+    each file: with evaluate first and its summary written as the stage writes it, the columns
+    after Experiment and Created are the fine-tuned and the head-only test accuracy (what a
+    120-column pager shows first). Metrics files only: no stage runs."""
+    repo = Repo(tmp_path)
+    repo.git("init", "-q")
+    repo.dvc("init", "-q")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO_ROOT / name, tmp_path / name)
+    labels = np.array([0, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    live = open_live(tmp_path / "dvclive/evaluate")
+    log_summary(live, summarize(labels, probabilities, probabilities) | {"compute": "cpu"})
+    live.end()
+    others = {
+        "metrics/prepare.json": {"images_available": 3, "classes": 2},
+        "metrics/features.json": {"feature_width": 8, "images_per_s": 4.5, "compute": "cpu"},
+        "dvclive/train_head/metrics.json": {"accuracy": 0.5, "val_accuracy": 0.5, "step": 1},
+        "dvclive/fine_tune/metrics.json": {"accuracy": 0.5, "best_epoch": 1, "step": 0},
+        "metrics/export/saved_model.json": {"test_accuracy": 0.67, "size_mb": 1.0},
+        "metrics/export/onnx.json": {"test_accuracy": 0.67, "size_mb": 1.0},
+    }
+    for relative, values in others.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(json.dumps(values))
+    repo.commit("metrics only")
+    header = next(csv.reader(io.StringIO(repo.dvc("exp", "show", "--csv").stdout)))
+    metrics = header[header.index("parent") + 1 :]
+    assert metrics[:2] == ["dvclive/evaluate/metrics.json:test_accuracy", "head_only.test_accuracy"]
 
 
 def test_a_queued_experiment_sees_a_dvc_added_weights_file(pipeline, tmp_path):
