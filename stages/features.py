@@ -39,9 +39,9 @@ def main() -> None:
 
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_split
+    from transfer_pipeline.expected_time import expected_on_two_cpus
     from transfer_pipeline.features import extract_features
     from transfer_pipeline.model import build_feature_extractor, twin_extractor
-    from transfer_pipeline.progress import expected_on_two_cpus
     from transfer_pipeline.saving import save_model
 
     # Precision and seed; inference runs on one device (see below).

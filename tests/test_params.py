@@ -5,6 +5,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from transfer_pipeline import params as params_module
+from transfer_pipeline.expected_time import expected_on_two_cpus
 from transfer_pipeline.params import (
     CIFAR100_MD5,
     CIFAR100_URL,
@@ -16,7 +17,6 @@ from transfer_pipeline.params import (
     validate,
     warnings_about,
 )
-from transfer_pipeline.progress import expected_on_two_cpus
 
 
 def default_params():
