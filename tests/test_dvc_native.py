@@ -5,6 +5,7 @@ test accuracies."""
 import csv
 import io
 import json
+import shlex
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from conftest import REPO_ROOT, Repo, copy_of
 from stage_imports import code_dependencies
 
+from transfer_pipeline import params as params_module
 from transfer_pipeline.evaluation import summarize
 from transfer_pipeline.live import log_summary, open_live
 
@@ -52,11 +54,35 @@ def test_metrics_show_fits_a_terminal(pipeline):
     assert not any("precision" in column for column in columns)
 
 
+# The keys each stage writes besides evaluate's (as in the tiny pipeline's metrics files).
+STAGE_METRICS_KEYS = {
+    "metrics/prepare.json": ["images_available", "classes"],
+    "metrics/features.json": ["feature_width", "images_per_s", "compute"],
+    "dvclive/train_head/metrics.json": [
+        *("loss", "accuracy", "val_loss", "val_accuracy", "step", "seconds", "compute")
+    ],
+    "dvclive/fine_tune/metrics.json": [
+        *("loss", "accuracy", "val_loss", "val_accuracy", "step", "best_epoch"),
+        *("best_val_accuracy", "resumed_after_epoch", "seconds", "images_per_s", "compute"),
+    ],
+    "metrics/export/saved_model.json": ["test_accuracy", "latency_ms", "images_per_s", "size_mb"],
+    "metrics/export/onnx.json": ["test_accuracy", "latency_ms", "images_per_s", "size_mb"],
+}
+
+
+def _exp_show_columns(repo: Repo, *options: str) -> list[str]:
+    """The columns of `dvc exp show` after Experiment, Created and the like (--csv keeps rev,
+    typ and parent: the columns asked for start after parent)."""
+    header = next(csv.reader(io.StringIO(repo.dvc("exp", "show", "--csv", *options).stdout)))
+    return header[header.index("parent") + 1 :]
+
+
 def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
     """`dvc exp show` orders metric columns by stage order in dvc.yaml, then by key order in
     each file: with evaluate first and its summary written as the stage writes it, the columns
     after Experiment and Created are the fine-tuned and the head-only test accuracy (what a
-    120-column pager shows first). Metrics files only: no stage runs."""
+    120-column pager shows first). The command of docs/experiments.md ("Which run is best")
+    keeps those two and the params. Metrics files only: no stage runs."""
     repo = Repo(tmp_path)
     repo.git("init", "-q")
     repo.dvc("init", "-q")
@@ -67,21 +93,21 @@ def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
     live = open_live(tmp_path / "dvclive/evaluate")
     log_summary(live, summarize(labels, probabilities, probabilities) | {"compute": "cpu"})
     live.end()
-    others = {
-        "metrics/prepare.json": {"images_available": 3, "classes": 2},
-        "metrics/features.json": {"feature_width": 8, "images_per_s": 4.5, "compute": "cpu"},
-        "dvclive/train_head/metrics.json": {"accuracy": 0.5, "val_accuracy": 0.5, "step": 1},
-        "dvclive/fine_tune/metrics.json": {"accuracy": 0.5, "best_epoch": 1, "step": 0},
-        "metrics/export/saved_model.json": {"test_accuracy": 0.67, "size_mb": 1.0},
-        "metrics/export/onnx.json": {"test_accuracy": 0.67, "size_mb": 1.0},
-    }
-    for relative, values in others.items():
+    for relative, keys in STAGE_METRICS_KEYS.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_text(json.dumps(values))
+        (tmp_path / relative).write_text(json.dumps(dict.fromkeys(keys, 1)))
     repo.commit("metrics only")
-    header = next(csv.reader(io.StringIO(repo.dvc("exp", "show", "--csv").stdout)))
-    metrics = header[header.index("parent") + 1 :]
-    assert metrics[:2] == ["dvclive/evaluate/metrics.json:test_accuracy", "head_only.test_accuracy"]
+    accuracies = ["dvclive/evaluate/metrics.json:test_accuracy", "head_only.test_accuracy"]
+    assert _exp_show_columns(repo)[:2] == accuracies
+
+    docs = (REPO_ROOT / "docs/experiments.md").read_text()
+    command = docs.split("## Which run is best")[1].split("```bash\n")[1].split("```")[0]
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:3] == ["dvc", "exp", "show"] and "--only-changed" in words
+    # One commit: --only-changed would drop every column; the other options are checked here.
+    options = [word for word in words[3:] if word != "--only-changed"]
+    params = list(params_module._flatten(yaml.safe_load((tmp_path / "params.yaml").read_text())))
+    assert _exp_show_columns(repo, *options) == accuracies + params
 
 
 def test_a_queued_experiment_sees_a_dvc_added_weights_file(pipeline, tmp_path):

@@ -54,7 +54,8 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
         ("fine_tune", "epochs", 0, "fine_tune.epochs = 0 is not allowed; expected an integer >= 1"),
         ("compute", "precision", "fp8", "expected one of auto, float32, mixed_float16"),
         ("compute", "backend", "torch", "expected one of tensorflow, jax"),
-        # Removed: MultiWorkerMirroredStrategy does not train under Keras 3.15 (README).
+        # Removed: MultiWorkerMirroredStrategy does not train under Keras 3.15
+        # (docs/gpus-and-clusters.md).
         ("compute", "distribute", "multi_worker", "expected one of auto, none, mirrored"),
         (
             "model",

@@ -24,7 +24,7 @@ DATASETS = ("cifar10", "cifar100", "image_folder")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # No multi-machine option: tf.distribute.MultiWorkerMirroredStrategy does not train under
-# Keras 3.15 (README, "Backends, GPUs and several machines").
+# Keras 3.15 (docs/gpus-and-clusters.md).
 DISTRIBUTE = ("auto", "none", "mirrored")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_int8")  # transfer_pipeline/export.py
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
@@ -240,9 +240,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     problems = []
     for key in flat:
         if key not in SCHEMA:
-            problems.append(
-                f"unknown key {key!r} (check the spelling against README's params table)"
-            )
+            problems.append(f"unknown key {key!r} (check the spelling against docs/params.md)")
     clean = {}
     for key, check in SCHEMA.items():
         if key not in flat:
