@@ -47,8 +47,8 @@ def main() -> None:
     width = head.input_shape[-1]
     features = {}
     for split in SPLITS:  # all of data/features is a dependency: check every split's shape
-        _, labels = load_split(args.prepared, split, mmap=True)
-        features[split] = load_features(args.features, split, len(labels), width, mmap=True)
+        _, labels = load_split(args.prepared, split)
+        features[split] = load_features(args.features, split, len(labels), width)
     batch = params["features"]["batch_size"]
     fine_tuned = classifier.predict(ArrayBatches(test_x, None, batch), verbose=0)
     # Arrays go through ArrayBatches too: Keras' own array feeding on TensorFlow logs an op

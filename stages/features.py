@@ -50,13 +50,13 @@ def main() -> None:
     for warning in warnings_about(params):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
-    sizes = {split: len(load_split(args.prepared, split, mmap=True)[1]) for split in SPLITS}
+    sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
     setting = {key: backbone[key] for key in ("backbone", "image_size")}
     setting["backend"] = params["compute"]["backend"]
     expected = expected_on_two_cpus(setting, precision, sizes)
     if expected and set(setup.devices) == {"cpu"}:  # the rates are a CPU's
         print(f"features: {expected}", flush=True)
-    train_x, _ = load_split(args.prepared, "train", mmap=True)
+    train_x, _ = load_split(args.prepared, "train")
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
@@ -73,7 +73,7 @@ def main() -> None:
     images_per_s = {}
     with outputs:
         for split in SPLITS:
-            images, _ = load_split(args.prepared, split, mmap=True)
+            images, _ = load_split(args.prepared, split)
             started = time.monotonic()
             features = extract_features(running, images, params["features"]["batch_size"], split)
             images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)

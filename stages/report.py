@@ -45,7 +45,7 @@ def main() -> None:
 
     evaluation = json.loads((args.evaluate / "metrics.json").read_text())
     class_names = load_class_names(args.prepared)
-    test_x, _ = load_split(args.prepared, "test", mmap=True)
+    test_x, _ = load_split(args.prepared, "test")
     predictions = np.load(args.predictions)
     matrix = pd.crosstab(
         pd.Categorical(predictions["labels"], categories=range(len(class_names))),

@@ -44,7 +44,7 @@ def main() -> None:
     n_classes = len(load_class_names(args.prepared))
     inputs, width = {}, None
     for split in ("train", "val"):
-        _, labels = load_split(args.prepared, split, mmap=True)
+        _, labels = load_split(args.prepared, split)
         features = load_features(args.features, split, len(labels), width)
         width = features.shape[1]
         inputs[split] = (features, one_hot(labels, n_classes))

@@ -48,9 +48,11 @@ class ProgressBar:
         fraction = self.done / self.total if self.total else 0.0
         elapsed = time.monotonic() - self.start
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        rate = f"{self.done * self.scale / elapsed:.1f}" if elapsed > 0 else "0.0"
         text = (
             f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
-            f"({fraction:.0%}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)})"
+            f"({fraction:.0%}, {rate}{self.unit}/s, {format_seconds(elapsed)} elapsed, "
+            f"ETA {format_seconds(eta)})"
         )
         if elapsed < self.delay:
             return
