@@ -15,8 +15,8 @@ the figures are what the stages would see. For each backbone, precision and batc
            counted as 3x forward (forward + two backward products)
 
 Then the projected wall time of the default pipeline (the seed's recipe) and of the stronger
-recipe in README.md, from these rates. Configurations run in priority order and the rest are
-skipped once --budget-s is spent, so the table always comes back.
+recipe in docs/experiments.md, from these rates. Configurations run in priority order and the
+rest are skipped once --budget-s is spent, so the table always comes back.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one call on the lent device (JAX with CUDA preinstalled, no network,
-# no TensorFlow). Carry .whl/ with keras, optree and namex for the device's Python (README,
-# "Benchmarks on a GPU"). Output: $OUT/gpu.log and $OUT/gpu.json.
+# no TensorFlow). Carry .whl/ with keras, optree and namex for the device's Python
+# (docs/benchmarks.md). Output: $OUT/gpu.log and $OUT/gpu.json.
 #   bash bench/gpu.sh            # the real-size benchmark (about 6 minutes on an H100)
 #   bash bench/gpu.sh --smoke    # a tiny check, works on a CPU
 set -euo pipefail

@@ -36,7 +36,7 @@ def main() -> None:
         folders=[args.out],
         inputs=[args.prepared, args.model, args.predictions],
     )
-    select_backend("tensorflow")  # every format converts from TensorFlow (README)
+    select_backend("tensorflow")  # every format converts from TensorFlow (docs/export.md)
 
     import numpy as np
 

@@ -39,6 +39,7 @@ def main() -> None:
 
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_split
+    from transfer_pipeline.expected_time import expected_on_two_cpus
     from transfer_pipeline.features import extract_features
     from transfer_pipeline.model import build_feature_extractor, twin_extractor
     from transfer_pipeline.saving import save_model
@@ -48,6 +49,13 @@ def main() -> None:
     backbone = params["model"]
     for warning in warnings_about(params):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
+    sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
+    setting = {key: backbone[key] for key in ("backbone", "image_size")}
+    setting["backend"] = params["compute"]["backend"]
+    expected = expected_on_two_cpus(setting, precision, sizes)
+    if expected and set(setup.devices) == {"cpu"}:  # the rates are a CPU's
+        print(f"features: {expected}", flush=True)
     train_x, _ = load_split(args.prepared, "train")
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
@@ -58,7 +66,6 @@ def main() -> None:
     # The saved extractor has the training stages' precision; under auto on a CPU with native
     # bfloat16 the extraction alone runs in mixed bfloat16, on a twin with the same weights.
     running = extractor
-    precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
     if precision != setup.precision:
         running = twin_extractor(extractor, backbone["backbone"], backbone["image_size"], precision)
         setup.precision, setup.precision_reason = precision, f"{reason}, saved {setup.precision}"

@@ -128,7 +128,7 @@ def test_jax_runs_keep_their_compiled_programs_for_the_next_run(jax_run, jax_com
 
 def test_same_params_and_seed_give_the_same_metrics_on_jax_cpu(jax_run):
     """A forced rerun of train_head on jax (two CPU devices, data parallel) repeats the
-    metrics to 1e-6: what the README's Determinism section states for jax on CPU. The rerun
+    metrics to 1e-6: what docs/determinism.md states for jax on CPU. The rerun
     loads its compiled programs from the persistent compilation cache."""
     path = STAGE_METRICS["train_head"]
     before = jax_run.json(path)

@@ -1,11 +1,21 @@
 """DVC does the bookkeeping: run-cache restores, DVCLive curves while a stage runs, exact
-dependencies, a metrics table that fits a terminal."""
+dependencies, a metrics table that fits a terminal, an experiments table that leads with the
+test accuracies."""
 
+import csv
+import io
 import json
+import shlex
+import shutil
 
+import numpy as np
 import yaml
-from conftest import REPO_ROOT, copy_of
+from conftest import REPO_ROOT, Repo, copy_of
 from stage_imports import code_dependencies
+
+from transfer_pipeline import params as params_module
+from transfer_pipeline.evaluation import summarize
+from transfer_pipeline.live import log_summary, open_live
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 
@@ -42,6 +52,62 @@ def test_metrics_show_fits_a_terminal(pipeline):
     # Path + 20 metrics: the stages' own, plus latency_ms and size_mb of the exported formats.
     assert "test_accuracy" in columns and len(columns) <= 21, columns
     assert not any("precision" in column for column in columns)
+
+
+# The keys each stage writes besides evaluate's (as in the tiny pipeline's metrics files).
+STAGE_METRICS_KEYS = {
+    "metrics/prepare.json": ["images_available", "classes"],
+    "metrics/features.json": ["feature_width", "images_per_s", "compute"],
+    "dvclive/train_head/metrics.json": [
+        *("loss", "accuracy", "val_loss", "val_accuracy", "step", "seconds", "compute")
+    ],
+    "dvclive/fine_tune/metrics.json": [
+        *("loss", "accuracy", "val_loss", "val_accuracy", "step", "best_epoch"),
+        *("best_val_accuracy", "resumed_after_epoch", "seconds", "images_per_s", "compute"),
+    ],
+    "metrics/export/saved_model.json": ["test_accuracy", "latency_ms", "images_per_s", "size_mb"],
+    "metrics/export/onnx.json": ["test_accuracy", "latency_ms", "images_per_s", "size_mb"],
+}
+
+
+def _exp_show_columns(repo: Repo, *options: str) -> list[str]:
+    """The columns of `dvc exp show` after Experiment, Created and the like (--csv keeps rev,
+    typ and parent: the columns asked for start after parent)."""
+    header = next(csv.reader(io.StringIO(repo.dvc("exp", "show", "--csv", *options).stdout)))
+    return header[header.index("parent") + 1 :]
+
+
+def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
+    """`dvc exp show` orders metric columns by stage order in dvc.yaml, then by key order in
+    each file: with evaluate first and its summary written as the stage writes it, the columns
+    after Experiment and Created are the fine-tuned and the head-only test accuracy (what a
+    120-column pager shows first). The command of docs/experiments.md ("Which run is best")
+    keeps those two and the params. Metrics files only: no stage runs."""
+    repo = Repo(tmp_path)
+    repo.git("init", "-q")
+    repo.dvc("init", "-q")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO_ROOT / name, tmp_path / name)
+    labels = np.array([0, 1, 1])
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    live = open_live(tmp_path / "dvclive/evaluate")
+    log_summary(live, summarize(labels, probabilities, probabilities) | {"compute": "cpu"})
+    live.end()
+    for relative, keys in STAGE_METRICS_KEYS.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(json.dumps(dict.fromkeys(keys, 1)))
+    repo.commit("metrics only")
+    accuracies = ["dvclive/evaluate/metrics.json:test_accuracy", "head_only.test_accuracy"]
+    assert _exp_show_columns(repo)[:2] == accuracies
+
+    docs = (REPO_ROOT / "docs/experiments.md").read_text()
+    command = docs.split("## Which run is best")[1].split("```bash\n")[1].split("```")[0]
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:3] == ["dvc", "exp", "show"] and "--only-changed" in words
+    # One commit: --only-changed would drop every column; the other options are checked here.
+    options = [word for word in words[3:] if word != "--only-changed"]
+    params = list(params_module._flatten(yaml.safe_load((tmp_path / "params.yaml").read_text())))
+    assert _exp_show_columns(repo, *options) == accuracies + params
 
 
 def test_a_queued_experiment_sees_a_dvc_added_weights_file(pipeline, tmp_path):

@@ -5,13 +5,17 @@ import yaml
 from conftest import REPO_ROOT
 
 from transfer_pipeline import params as params_module
+from transfer_pipeline.expected_time import expected_on_two_cpus
 from transfer_pipeline.params import (
     CIFAR100_MD5,
     CIFAR100_URL,
+    SEED_RECIPE,
     ParamError,
+    declared_params,
     load_params,
     params_unchanged,
     validate,
+    warnings_about,
 )
 
 
@@ -33,6 +37,8 @@ def test_the_shipped_defaults_are_the_seed_recipe():
     }
     assert params["fine_tune"]["optimizer"] == "adam"
     assert params["fine_tune"]["epochs"] == 15 and params["fine_tune"]["batch_size"] == 32
+    flat = params_module._flatten(params)
+    assert {key: flat[key] for key in SEED_RECIPE} == SEED_RECIPE  # what a small run is below
 
 
 def test_dvc_set_scientific_notation_is_read_as_a_number():
@@ -48,7 +54,8 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
         ("fine_tune", "epochs", 0, "fine_tune.epochs = 0 is not allowed; expected an integer >= 1"),
         ("compute", "precision", "fp8", "expected one of auto, float32, mixed_float16"),
         ("compute", "backend", "torch", "expected one of tensorflow, jax"),
-        # Removed: MultiWorkerMirroredStrategy does not train under Keras 3.15 (README).
+        # Removed: MultiWorkerMirroredStrategy does not train under Keras 3.15
+        # (docs/gpus-and-clusters.md).
         ("compute", "distribute", "multi_worker", "expected one of auto, none, mirrored"),
         (
             "model",
@@ -130,3 +137,34 @@ def test_each_export_stage_reads_only_its_declared_params(monkeypatch):
     }
     assert load_params("export@onnx") == load_params("export")
     assert load_params("report")["export"] == {"formats": ["saved_model", "onnx"]}
+
+
+def test_a_small_cifar10_run_is_reported_as_a_small_run_not_the_seeds_recipe(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    assert warnings_about(validate(default_params())) == []
+    raw = default_params()
+    raw["data"].update(train_size=2000, val_size=250, test_size=500)
+    raw["fine_tune"]["epochs"] = 1
+    params = validate(raw)
+    report = params_module._only(params, declared_params("report"))
+    (note,) = warnings_about(report)
+    assert note.startswith("a small run, not the seed's recipe: data.train_size 2,000 (the seed's")
+    assert "fine_tune.epochs 1 (the seed's 15)" in note and "train_head" not in note
+    # A stage that does not read the sizes (features) gets no such note; nor do your own images.
+    assert warnings_about(params_module._only(params, declared_params("features"))) == []
+    raw["data"].update(dataset="image_folder", source="data/raw/my_photos")
+    assert warnings_about(validate(raw)) == []
+
+
+def test_the_expected_time_is_the_measured_rates_arithmetic_and_only_for_their_setting():
+    measured = {"backbone": "xception", "image_size": 224, "backend": "tensorflow"}
+    # The measured run itself: 3,500 images at 4.5/s = 13 min; its epoch took 16 min.
+    line = expected_on_two_cpus(measured, "float32", {"train": 2000, "val": 500, "test": 1000})
+    assert "about 13 min for these 3,500 images, then about 16 min per fine-tuning" in line
+    line = expected_on_two_cpus(measured, "float32", {"train": 2000, "val": 250, "test": 500})
+    assert "about 10 min for these 2,750 images, then about 15 min per fine-tuning" in line
+    assert "arithmetic from rates measured for xception at 224 px in float32" in line
+    sizes = {"train": 10, "val": 10, "test": 10}
+    assert expected_on_two_cpus(measured, "mixed_bfloat16", sizes) is None
+    for other in ({"backbone": "resnet50"}, {"image_size": 299}, {"backend": "jax"}):
+        assert expected_on_two_cpus({**measured, **other}, "float32", sizes) is None

@@ -132,7 +132,7 @@ def resolve_precision(choice: str, frozen_only: bool = False) -> tuple[str, str]
     auto: mixed bfloat16 on Ampere or newer, mixed float16 on Volta/Turing; on a CPU, float32
     for training, and mixed bfloat16 for a frozen model's inference (``frozen_only``: the
     features stage) where the CPU has native bfloat16. Training on a CPU stays float32: its
-    bfloat16 speed and loss curve have not been measured on such a CPU (README, Precision).
+    bfloat16 speed and loss curve have not been measured on such a CPU (docs/gpus-and-clusters.md).
     """
     if choice != "auto":
         return choice, "compute.precision"
@@ -227,7 +227,7 @@ def configure(params: dict, distributed: bool = True) -> Compute:
     keras.utils.set_random_seed(params["seed"])
     if backend == "tensorflow" and not _gpus():
         # Same params, same seed -> same numbers on CPU. GPUs keep their fast
-        # non-deterministic kernels (README, Determinism).
+        # non-deterministic kernels (docs/determinism.md).
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()

@@ -17,7 +17,13 @@ def summarize(labels, fine_tuned, head_only) -> dict:
             "test_loss": round(float(log_loss(labels, probabilities, labels=everything)), 6),
         }
 
-    return {**figures(fine_tuned), "head_only": figures(head_only)}
+    fine, head = figures(fine_tuned), figures(head_only)
+    # Key order is column order in `dvc exp show`: the two test accuracies first.
+    return {
+        "test_accuracy": fine["test_accuracy"],
+        "head_only": head,
+        "test_loss": fine["test_loss"],
+    }
 
 
 def per_class_table(labels, fine_tuned, class_names: list[str]) -> pd.DataFrame:

@@ -26,11 +26,21 @@ DATASETS = ("cifar10", "cifar100", "image_folder")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # No multi-machine option: tf.distribute.MultiWorkerMirroredStrategy does not train under
-# Keras 3.15 (README, "Backends, GPUs and several machines").
+# Keras 3.15 (docs/gpus-and-clusters.md).
 DISTRIBUTE = ("auto", "none", "mirrored")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_int8")  # transfer_pipeline/export.py
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
 RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
+
+# The seed report's data sizes and epochs (the shipped defaults): a CIFAR-10 run with less of
+# any is a small run, and the report says so.
+SEED_RECIPE = {
+    "data.train_size": 35000,
+    "data.val_size": 15000,
+    "data.test_size": 10000,
+    "train_head.epochs": 15,
+    "fine_tune.epochs": 15,
+}
 
 _loaded: dict[Path, object] = {}  # params file -> its parsed content when the stage started
 
@@ -244,9 +254,7 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
     problems = []
     for key in flat:
         if key not in SCHEMA:
-            problems.append(
-                f"unknown key {key!r} (check the spelling against README's params table)"
-            )
+            problems.append(f"unknown key {key!r} (check the spelling against docs/params.md)")
     clean = {}
     for key, check in SCHEMA.items():
         if key not in flat:
@@ -285,13 +293,28 @@ def _cross_checks(p: dict) -> list[str]:
 
 
 def warnings_about(params: dict) -> list[str]:
-    """Valid settings that still give a poor run: shown in the log and in the report."""
+    """Valid settings that still give a poor run, or a run not to be read as the seed's recipe:
+    shown in the log and in the report. A note needs the keys it reads: a stage's params
+    without them (load_params(stage)) get none of it."""
+    notes = []
     if params["model"]["weights"] is None:
-        return [
+        notes.append(
             "model.weights is null: features of an untrained frozen base; expect near-chance "
             "accuracy from the head (only fine-tuning can learn)"
-        ]
-    return []
+        )
+    flat = _flatten(params)
+    smaller = [
+        f"{key} {flat[key]:,} (the seed's {seed:,})"
+        for key, seed in SEED_RECIPE.items()
+        if key in flat and flat[key] < seed
+    ]
+    if smaller and flat.get("data.dataset") == "cifar10":
+        notes.append(
+            "a small run, not the seed's recipe: "
+            + ", ".join(smaller)
+            + "; its accuracy is this small run's, not what the recipe reaches"
+        )
+    return notes
 
 
 def _official_source(p: dict) -> None:
