@@ -2,13 +2,15 @@
 
 In a terminal a bar redraws in place; under ``CI=true`` (or when output is not a terminal)
 it prints one line per quarter (or per ``every``), so logs stay short. With ``delay`` nothing
-is shown until that many seconds have passed (progress inside a long epoch only).
+is shown until that many seconds have passed (progress inside a long epoch only). Updates may
+come from several threads (Keras runs async-safe batch hooks on a thread pool).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 
@@ -42,31 +44,34 @@ class ProgressBar:
         self.every, self.delay = every, delay
         self.next_line = every
         self.drawn = False
+        self.lock = threading.Lock()
 
     def update(self, amount: float) -> None:
-        self.done += amount
-        fraction = self.done / self.total if self.total else 0.0
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        text = (
-            f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
-            f"({fraction:.0%}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)})"
-        )
-        if elapsed < self.delay:
-            return
-        if not self.quiet:
-            bar = "#" * int(30 * fraction)
-            print(f"\r[{bar:<30}] {text}", end="", file=sys.stderr, flush=True)
-            self.drawn = True
-        elif self.total and fraction >= self.next_line:
-            print(text, file=sys.stderr, flush=True)
-            while fraction >= self.next_line:
-                self.next_line += self.every
+        with self.lock:
+            self.done += amount
+            fraction = self.done / self.total if self.total else 0.0
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+            text = (
+                f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
+                f"({fraction:.0%}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)})"
+            )
+            if elapsed < self.delay:
+                return
+            if not self.quiet:
+                bar = "#" * int(30 * fraction)
+                print(f"\r[{bar:<30}] {text}", end="", file=sys.stderr, flush=True)
+                self.drawn = True
+            elif self.total and fraction >= self.next_line:
+                print(text, file=sys.stderr, flush=True)
+                while fraction >= self.next_line:
+                    self.next_line += self.every
 
     def _amount(self, value: float) -> str:
         """Counts as integers ("1024/4000 images"); scaled amounts with one decimal (MB)."""
         return f"{value * self.scale:.1f}" if self.scale != 1 else str(int(round(value)))
 
     def close(self) -> None:
-        if self.drawn:
-            print(file=sys.stderr, flush=True)
+        with self.lock:
+            if self.drawn:
+                print(file=sys.stderr, flush=True)
