@@ -1,4 +1,4 @@
-"""Feeding in-memory arrays to Keras on every backend: full batches, seeded order, one-hot labels."""
+"""Feeding in-memory arrays to Keras on every backend: full batches, seeded order, one-hot."""
 
 from __future__ import annotations
 
