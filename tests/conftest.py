@@ -320,6 +320,7 @@ MODULE_ORDER = [
     "test_report_html.py",
     "test_split.py",
     "test_precision.py",
+    "test_feeding.py",
 ]
 
 
