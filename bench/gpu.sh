@@ -24,6 +24,7 @@ for arg in "$@"; do
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
+export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
 if ! python3 -c "import keras, dvclive" 2>/dev/null; then
     missing=$(python3 - <<'EOF'
 import importlib.metadata, pathlib
@@ -34,12 +35,12 @@ for wheel in sorted(pathlib.Path(".whl").glob("*.whl")):
         print(wheel)
 EOF
 )
+    [ -n "$missing" ] || { echo "no Keras or DVCLive here and none in .whl/" >&2; exit 1; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site $missing
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
 for part in "${parts[@]}"; do
     if [ "$part" = pipeline ]; then
         python3 bench/gpu_pipeline.py --out "$OUT" "${smoke[@]}" 2>&1 | tee "$OUT/pipeline.log"
