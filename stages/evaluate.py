@@ -23,9 +23,10 @@ def main() -> None:
     parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
     args = parser.parse_args()
     params = load_params("evaluate")
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         "evaluate",
         files=[args.per_class, args.predictions],
+        live=args.live,
         inputs=[args.prepared, args.features, args.head, args.model],
     )
     select_backend(params["compute"]["backend"])
@@ -46,27 +47,27 @@ def main() -> None:
     width = head.input_shape[-1]
     features = {}
     for split in SPLITS:  # all of data/features is a dependency: check every split's shape
-        _, labels = load_split(args.prepared, split, mmap=True)
-        features[split] = load_features(args.features, split, len(labels), width, mmap=True)
+        _, labels = load_split(args.prepared, split)
+        features[split] = load_features(args.features, split, len(labels), width)
     batch = params["features"]["batch_size"]
     fine_tuned = predict_in_batches(classifier, test_x, batch)
     # Arrays go through ArrayBatches too: Keras' own array feeding on TensorFlow logs an op
     # definition error (MapDataset use_unbounded_threadpool) under op determinism.
     head_only = predict_in_batches(head, np.asarray(features["test"]), batch)
 
+    names = np.asarray(class_names)
     with outputs:
         per_class_table(test_y, fine_tuned, class_names).to_csv(
             outputs.path(args.per_class), index=False
         )
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
-    live = open_live(args.live)
-    log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
-    names = np.asarray(class_names)
-    live.log_sklearn_plot(
-        "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
-    )
-    live.end()
+        live = open_live(outputs.path(args.live))
+        log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
+        live.log_sklearn_plot(
+            "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
+        )
+        live.end()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main() -> None:
     params = load_params("export")["export"]
     check_format(args.format)
     require_converter(args.format)
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         f"export@{args.format}",
         files=[args.metrics],
         folders=[args.out],
@@ -52,7 +52,7 @@ def main() -> None:
     keras_accuracy = float(np.mean(keras_side["fine_tuned"].argmax(1) == test_y))
     calibration = None
     if args.format == "litert_int8":
-        train_x, _ = load_split(args.prepared, "train", mmap=True)
+        train_x, _ = load_split(args.prepared, "train")
         count = min(params["calibration_images"], len(train_x))
         calibration = np.asarray(train_x[np.linspace(0, len(train_x) - 1, count).astype(int)])
     model = load_model(args.model)

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
     args = parser.parse_args()
     params = load_params("features")  # validate before paying for Keras and its backend
-    outputs = StageOutputs(
+    outputs = StageOutputs.of_stage(
         "features",
         files=[args.extractor, args.metrics],
         folders=[args.features],
@@ -48,7 +48,7 @@ def main() -> None:
     backbone = params["model"]
     for warning in warnings_about(params):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    train_x, _ = load_split(args.prepared, "train", mmap=True)
+    train_x, _ = load_split(args.prepared, "train")
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
@@ -66,7 +66,7 @@ def main() -> None:
     images_per_s = {}
     with outputs:
         for split in SPLITS:
-            images, _ = load_split(args.prepared, split, mmap=True)
+            images, _ = load_split(args.prepared, split)
             started = time.monotonic()
             features = extract_features(running, images, params["features"]["batch_size"], split)
             images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)

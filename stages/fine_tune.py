@@ -27,8 +27,11 @@ def main() -> None:
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     args = parser.parse_args()
     params = load_params("fine_tune")
-    outputs = StageOutputs(
-        "fine_tune", files=[args.model], inputs=[args.prepared, args.extractor, args.head]
+    outputs = StageOutputs.of_stage(
+        "fine_tune",
+        files=[args.model],
+        live=args.live,
+        inputs=[args.prepared, args.extractor, args.head],
     )
     select_backend(params["compute"]["backend"])
 
@@ -96,9 +99,6 @@ def main() -> None:
             )
         synchronize_batchnorm(classifier, setup.synchronized_batchnorm)  # the head's
     first_epoch = resume["epochs_done"] if resume else 0
-    live = open_live(args.live)  # DVC deleted it before the run: log the finished epochs again
-    for row in checkpoints.state["history"]:
-        log_epoch(live, row)
     train = ArrayBatches(
         train_x,
         one_hot(train_y, n_classes),
@@ -108,40 +108,45 @@ def main() -> None:
     )
     val = ArrayBatches(val_x, one_hot(val_y, n_classes), settings["batch_size"])
     log = EpochLog("fine_tune", settings["epochs"], len(train_x), settings["batch_size"])
-    started = time.monotonic()
-    classifier.fit(
-        train,
-        validation_data=val,
-        epochs=settings["epochs"],
-        initial_epoch=first_epoch,
-        shuffle=False,  # ArrayBatches shuffles, seeded per epoch
-        verbose=0,
-        callbacks=[
-            UnpaddedValLoss(val),
-            log,
-            FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"),
-            checkpoints,  # before LiveEpochs: an epoch is logged once its checkpoint exists
-            LiveEpochs(live),
-            AfterEpochHook("fine_tune"),
-        ],
-    )
-    state = checkpoints.state
-    best = state["best"]
-    classifier.load_weights(checkpoints.best_weights_path())  # keep the best epoch (val acc.)
     with outputs:
+        live = open_live(outputs.path(args.live))
+        for row in checkpoints.state["history"]:  # the epochs before a resume, logged again
+            log_epoch(live, row)
+        started = time.monotonic()
+        classifier.fit(
+            train,
+            validation_data=val,
+            epochs=settings["epochs"],
+            initial_epoch=first_epoch,
+            shuffle=False,  # ArrayBatches shuffles, seeded per epoch
+            verbose=0,
+            callbacks=[
+                UnpaddedValLoss(val),
+                log,
+                FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"),
+                checkpoints,  # before LiveEpochs: an epoch is logged once its checkpoint exists
+                LiveEpochs(live),
+                AfterEpochHook("fine_tune"),
+            ],
+        )
+        state = checkpoints.state
+        best = state["best"]
+        classifier.load_weights(checkpoints.best_weights_path())  # keep the best epoch
         save_model(classifier, outputs.path(args.model))  # no optimizer state: see saving.py
-    log_summary(
-        live,
-        {
-            "best_epoch": best["epoch"],
-            "best_val_accuracy": round(state["history"][best["epoch"] - 1]["val_accuracy"], 6),
-            "resumed_after_epoch": first_epoch,
-            "seconds": round(time.monotonic() - started, 2),
-            "images_per_s": round(len(train_x) / min(log.durations), 1) if log.durations else 0,
-            "compute": setup.describe(),
-        },
-    )
-    live.end()
+        log_summary(
+            live,
+            {
+                "best_epoch": best["epoch"],
+                "best_val_accuracy": round(state["history"][best["epoch"] - 1]["val_accuracy"], 6),
+                "resumed_after_epoch": first_epoch,
+                "seconds": round(time.monotonic() - started, 2),
+                "images_per_s": (
+                    round(len(train_x) / min(log.durations), 1) if log.durations else 0
+                ),
+                "compute": setup.describe(),
+            },
+        )
+        live.end()
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.data import load_dataset, save_prepared, split_indices, split_summary
 from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.params import load_params, worker_count
 
 
 @exit_on_pipeline_error
@@ -20,12 +20,18 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params("prepare")
-    data = params["data"]
-    with StageOutputs("prepare", files=[args.metrics], folders=[args.prepared]) as outputs:
+    data, workers = params["data"], worker_count(params["compute"]["workers"])
+    outputs = StageOutputs.of_stage("prepare", files=[args.metrics], folders=[args.prepared])
+    with outputs:
         dataset = load_dataset(params)
         sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
-        split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
-        save_prepared(outputs.path(args.prepared), dataset, split)
+        while True:  # once, unless an image turns out unreadable only when decoded
+            split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
+            unreadable = save_prepared(outputs.path(args.prepared), dataset, split, workers)
+            if not unreadable:
+                break
+            # The split is a function of the readable images: draw it again without them.
+            dataset = dataset.without(unreadable, data["bad_images"])
         summary = split_summary(dataset, split)
         outputs.write_json(args.metrics, summary)
     print(f"prepare: {summary}", flush=True)

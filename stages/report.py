@@ -38,14 +38,14 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("report")
     inputs = [getattr(args, name) for name in INPUTS]
-    outputs = StageOutputs("report", folders=[args.out], inputs=inputs)
+    outputs = StageOutputs.of_stage("report", folders=[args.out], inputs=inputs)
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")
 
     evaluation = json.loads((args.evaluate / "metrics.json").read_text())
     class_names = load_class_names(args.prepared)
-    test_x, _ = load_split(args.prepared, "test", mmap=True)
+    test_x, _ = load_split(args.prepared, "test")
     predictions = np.load(args.predictions)
     matrix = pd.crosstab(
         pd.Categorical(predictions["labels"], categories=range(len(class_names))),

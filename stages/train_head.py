@@ -21,7 +21,9 @@ def main() -> None:
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     args = parser.parse_args()
     params = load_params("train_head")
-    outputs = StageOutputs("train_head", files=[args.head], inputs=[args.prepared, args.features])
+    outputs = StageOutputs.of_stage(
+        "train_head", files=[args.head], live=args.live, inputs=[args.prepared, args.features]
+    )
     select_backend(params["compute"]["backend"])
 
     from transfer_pipeline import compute
@@ -43,7 +45,7 @@ def main() -> None:
     n_classes = len(load_class_names(args.prepared))
     inputs, width = {}, None
     for split in ("train", "val"):
-        _, labels = load_split(args.prepared, split, mmap=True)
+        _, labels = load_split(args.prepared, split)
         features = load_features(args.features, split, len(labels), width)
         width = features.shape[1]
         inputs[split] = (features, one_hot(labels, n_classes))
@@ -57,31 +59,34 @@ def main() -> None:
             weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
             jit_compile=compute.jit_compile(params),
         )
-    live = open_live(args.live)
-    started = time.monotonic()
-    val = ArrayBatches(*inputs["val"], settings["batch_size"])
-    head.fit(
-        ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
-        validation_data=val,
-        epochs=settings["epochs"],
-        shuffle=False,  # ArrayBatches shuffles, seeded per epoch
-        verbose=0,
-        callbacks=[
-            UnpaddedValLoss(val),
-            EpochLog(
-                "train_head", settings["epochs"], len(inputs["train"][0]), settings["batch_size"]
-            ),
-            FailOnNonFiniteLoss("train_head", "lr"),
-            LiveEpochs(live),
-            AfterEpochHook("train_head"),
-        ],
-    )
     with outputs:
+        live = open_live(outputs.path(args.live))
+        started = time.monotonic()
+        val = ArrayBatches(*inputs["val"], settings["batch_size"])
+        head.fit(
+            ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
+            validation_data=val,
+            epochs=settings["epochs"],
+            shuffle=False,  # ArrayBatches shuffles, seeded per epoch
+            verbose=0,
+            callbacks=[
+                UnpaddedValLoss(val),
+                EpochLog(
+                    "train_head",
+                    settings["epochs"],
+                    len(inputs["train"][0]),
+                    settings["batch_size"],
+                ),
+                FailOnNonFiniteLoss("train_head", "lr"),
+                LiveEpochs(live),
+                AfterEpochHook("train_head"),
+            ],
+        )
         save_model(head, outputs.path(args.head))
-    log_summary(
-        live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
-    )
-    live.end()
+        log_summary(
+            live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
+        )
+        live.end()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,16 @@ METRICS = {
     "fine_tune": "dvclive/fine_tune/metrics.json",
     "evaluate": "dvclive/evaluate/metrics.json",
 }
+
+
+# TensorFlow's C++ start-up lines, printed before it reads TF_CPP_MIN_LOG_LEVEL on CPUs where
+# oneDNN is on (AVX512_VNNI, AVX512_BF16, AMX): TensorFlow's, not the pipeline's messages.
+TF_STARTUP = re.compile(r"WARNING: All log messages before absl::InitializeLog|I\d{4} .* port\.cc:")
+
+
+def stderr_lines(result) -> list[str]:
+    """A command's stderr lines, without TensorFlow's start-up lines."""
+    return [line for line in result.stderr.strip().splitlines() if not TF_STARTUP.match(line)]
 
 
 def tool_env() -> dict:

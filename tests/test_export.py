@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import tool_env
+from conftest import stderr_lines, tool_env
 from PIL import Image
 
 from transfer_pipeline.errors import PipelineError
@@ -42,7 +42,7 @@ def _export_args(fmt: str, predictions="eval/predictions.npz", out=None, metrics
 def _one_error_line(result) -> str:
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 

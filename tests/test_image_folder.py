@@ -14,10 +14,12 @@ from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
 from transfer_pipeline.data import (
+    decode_at_least,
     load_cifar,
     load_dataset,
     load_image_folder,
     read_image,
+    resize_for_model,
     split_indices,
 )
 from transfer_pipeline.errors import PipelineError
@@ -61,16 +63,17 @@ def images(tmp_path_factory):
 
 def test_class_names_are_the_folder_names_and_images_are_rgb(images, capsys):
     dataset = load_image_folder(images, 16, "skip")
+    pixels = dataset.decode_all()
     assert dataset.class_names == CLASSES
-    assert dataset.images.shape == (3 * PER_CLASS, 16, 16, 3)
-    assert dataset.images.dtype == np.uint8
+    assert pixels.shape == (3 * PER_CLASS, 16, 16, 3)
+    assert pixels.dtype == np.uint8
     assert np.bincount(dataset.labels).tolist() == [PER_CLASS] * 3
     gray = dataset.sources.index(str(images / "cats" / "gray_0.png"))
-    assert (dataset.images[gray, ..., 0] == dataset.images[gray, ..., 2]).all()
+    assert (pixels[gray, ..., 0] == pixels[gray, ..., 2]).all()
     assert str(images / "owls" / "more" / "alpha_2.png") in dataset.sources
     # Every colour image keeps its class's colour through the conversion and the resize.
     colourful = np.array(["gray_" not in source for source in dataset.sources])
-    means = dataset.images[colourful].reshape(colourful.sum(), -1, 3).mean(1)
+    means = pixels[colourful].reshape(colourful.sum(), -1, 3).mean(1)
     assert (means.argmax(1) == dataset.labels[colourful]).all()
     # One line lists the files that are not images, one line per unreadable image.
     warnings = capsys.readouterr().err.splitlines()
@@ -159,6 +162,33 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     assert np.abs(np.asarray(stored, int) - upright).mean() > 60  # the test can tell
 
 
+def _full_decode(path, size):
+    with Image.open(path) as image:
+        return resize_for_model(image, size).astype(int)
+
+
+def test_large_jpegs_are_scaled_while_decoding_small_ones_are_not(tmp_path):
+    """A photo 4x larger than the input (and EXIF-rotated) is decoded at 1/2 or 1/4 scale: at
+    most 2 levels from a full decode, upright; a smaller JPEG decodes exactly as before."""
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    upright = np.asarray(smooth.resize((400, 300), Image.BICUBIC))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned anticlockwise: the viewer turns it back
+    Image.fromarray(upright).rotate(90, expand=True).save(tmp_path / "big.jpg", exif=exif)
+    with Image.open(tmp_path / "big.jpg") as image:
+        decode_at_least(image, 64)
+        assert image.size == (75, 100)  # 1/4 of 300x400 on disk, never below 64
+    pixels = read_image(tmp_path / "big.jpg", 32).astype(int)
+    assert np.abs(pixels - _full_decode(tmp_path / "big.jpg", 32)).max() <= 2
+    expected = np.asarray(Image.fromarray(upright).resize((32, 32), Image.BILINEAR), int)
+    assert np.abs(pixels - expected).mean() < 3  # upright: EXIF applied after the scaling
+    Image.fromarray(upright[:100, :120]).save(tmp_path / "small.jpg")  # < 2 x 2 x 32 px
+    assert (
+        read_image(tmp_path / "small.jpg", 32) == _full_decode(tmp_path / "small.jpg", 32)
+    ).all()
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "P"])
 def test_transparent_pixels_become_white(tmp_path, mode):
     rgba = np.zeros((16, 16, 4), np.uint8)
@@ -184,7 +214,7 @@ def test_every_format_pillow_reads_is_found_and_read(tmp_path, capsys):
         str(root / "cats" / f"more{suffix}") for suffix in suffixes
     )
     more = np.array(["more" in s for s in dataset.sources])
-    assert (dataset.images[more] == [10, 200, 30]).all()
+    assert (dataset.decode_all()[more] == [10, 200, 30]).all()
     assert capsys.readouterr().err == ""
 
 
@@ -343,11 +373,19 @@ def test_image_folder_pipeline_end_to_end(images, tmp_path):
     }
     repo = new_repo(tmp_path / "repo", overrides)
     shutil.copytree(images, repo.path / "data/raw/images")
+    # A JPEG cut short: its header reads, its pixels do not (found only while decoding).
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(whole)
+    cut = repo.path / "data/raw/images/cats/cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     repo.dvc("add", "-q", "data/raw/images")
     repo.commit("add the image folder")
-    result = repo.dvc("repro")
+    result = repo.dvc("repro")  # compute.workers: all (2 here): a pool decodes
     log = result.stdout + result.stderr
     assert f"skipped unreadable image data/raw/images/{CORRUPT}" in log
+    assert "skipped unreadable image data/raw/images/cats/cut.jpg" in log
+    assert "prepare: decoding: 42/42 images (100%" in log and "images/s" in log
+    prepared = {p.name: p.read_bytes() for p in (repo.path / "data/prepared").iterdir()}
 
     assert json.loads((repo.path / "data/prepared/classes.json").read_text()) == CLASSES
     index = pd.read_csv(repo.path / "data/prepared/index.csv")
@@ -363,3 +401,8 @@ def test_image_folder_pipeline_end_to_end(images, tmp_path):
     report = (repo.path / "report/report.md").read_text()
     assert all(name in report for name in CLASSES)
     assert "mobilenet_v2 on image_folder" in report
+
+    # One process decodes the same bytes as the pool, the cut JPEG dropped the same way.
+    repo.set_params({"compute": {"workers": 1}})
+    repo.dvc("repro", "-s", "prepare")
+    assert {p.name: p.read_bytes() for p in (repo.path / "data/prepared").iterdir()} == prepared

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tool_env
+from conftest import stderr_lines, tool_env
 from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
@@ -127,6 +127,6 @@ def test_missing_model_is_one_error_line(pipeline, tmp_path):
     result = _predict(pipeline, "--model", tmp_path / "nowhere.keras", image)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "nowhere.keras not found" in lines[0] and "dvc repro" in lines[0]

@@ -22,8 +22,9 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     all survive the kill."""
     killed = copy_of(pipeline, tmp_path / "killed")
     # The stage process is killed (SIGKILL) once epoch 1 and its checkpoint are complete;
-    # before that, DVCLive's files already hold the finished epoch.
-    seen, live = tmp_path / "seen", "dvclive/fine_tune"
+    # before that, DVCLive's files (in the partial folder until the run ends) already hold the
+    # finished epoch.
+    seen, live = tmp_path / "seen", "dvclive/.partial-fine_tune"
     seen.mkdir()
     copy = f"cp {live}/metrics.json {live}/plots/metrics/val_accuracy.tsv {seen}/"
     forced = ("repro", "-f", "-s", "fine_tune")
@@ -32,6 +33,7 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     )
     assert result.returncode != 0
     assert killed.json(".resume/fine_tune/state.json")["epochs_done"] == 1
+    assert (killed.path / live).is_dir()  # what the kill left: removed by the next run
     during = json.loads((seen / "metrics.json").read_text())
     assert during["step"] == 0 and "val_accuracy" in during  # DVCLive's step 0: epoch 1 of 2
     assert len((seen / "val_accuracy.tsv").read_text().splitlines()) == 1 + 1
@@ -44,6 +46,7 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     history = read_history(killed.path / "dvclive/fine_tune")
     assert history["epoch"].tolist() == [1, 2]  # every epoch once: re-logged, not duplicated
     assert not (killed.path / ".resume/fine_tune").exists(), "a finished run clears its checkpoint"
+    assert not list(killed.path.glob("*/.partial-*")), "no partial left"
     assert killed.dvc("status", "fine_tune", "--json").stdout.strip() == "{}"  # recorded
 
     uninterrupted = pipeline.json("dvclive/fine_tune/metrics.json")

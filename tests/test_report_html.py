@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
@@ -50,10 +52,12 @@ def chromium() -> str:
     )
 
 
-def run_chromium(*args: str) -> subprocess.CompletedProcess:
+def run_chromium(*args: str, offline: bool = False) -> subprocess.CompletedProcess:
+    """Headless Chromium; ``offline``: in a network namespace of its own, with no network."""
+    no_network = ["unshare", "--map-root-user", "--net"] if offline else []
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
-            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+            [*no_network, chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -170,3 +174,42 @@ def test_report_reads_as_the_issue_asks(rendered, pipeline):
     alts = [img.get("alt", "") for img in page.images]
     for figure in ("Training curves", "Confusion matrix", "Most confidently wrong"):
         assert any(alt.startswith(figure) for alt in alts), f"no {figure!r} image in {alts}"
+
+
+# After the page has loaded and vega has drawn: for every plot (DVC gives each an element with
+# an id, which vega-embed marks with the class vega-embed), the pixels of its canvas that are
+# neither transparent nor white, as JSON on the <body>.
+PLOT_PROBE = """<script>addEventListener('load', () => setTimeout(() => {
+  const ink = {};
+  for (const plot of document.querySelectorAll('.vega-embed[id]')) {
+    const canvas = plot.querySelector('canvas');
+    ink[plot.id] = 0;
+    if (!canvas) continue;
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 0; i < px.length; i += 4)
+      if (px[i + 3] > 0 && (px[i] < 240 || px[i + 1] < 240 || px[i + 2] < 240)) ink[plot.id]++;
+  }
+  document.body.dataset.plots = JSON.stringify(ink);
+}, 3000));</script>"""
+
+
+def test_dvc_plots_show_draws_every_plot_without_network(pipeline, tmp_path):
+    """`dvc plots show` uses the repository's page (.dvc/plots_page.html, scripts inline):
+    opened in Chromium with no network, every plot is drawn (marks on its canvas), the
+    curves, the confusion matrix and the F1 bars of dvc.yaml among them, not empty divs."""
+    out = tmp_path / "plots"
+    pipeline.dvc("plots", "show", "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "<script src=" not in page and "vegaEmbed(" in page
+    probe = tmp_path / "probe.html"
+    end = page.rindex("</body>")  # the page's own (vega-embed's code holds one too)
+    probe.write_text(page[:end] + PLOT_PROBE + page[end:])
+    dom = run_chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), offline=True)
+    found = re.search(r'data-plots="([^"]*)"', dom.stdout)
+    assert found, "the probe did not run: the page's scripts failed"
+    ink = json.loads(found.group(1).replace("&quot;", '"'))
+    assert page.count("vegaEmbed(") == len(ink), f"drawn: {sorted(ink)}"
+    for title in yaml.safe_load((pipeline.path / "dvc.yaml").read_text())["plots"]:
+        plot_id = re.sub(r"\W", "_", next(iter(title)))  # DVC's id: "Loss per epoch" -> Loss_..
+        assert plot_id in ink, f"{plot_id} not among {sorted(ink)}"
+    assert min(ink.values()) > 500, f"marks per plot: {ink}"

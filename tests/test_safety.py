@@ -5,17 +5,20 @@ the tiny pipeline.
 """
 
 import hashlib
+import re
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TARBALL, tool_env
+from conftest import REPO_ROOT, TARBALL, tool_env
 from PIL import Image
 
 from transfer_pipeline.atomic import MARKER, StageOutputs, check_replaceable
+from transfer_pipeline.dvcfile import declared_outputs
 from transfer_pipeline.errors import PipelineError
 
 
@@ -93,23 +96,79 @@ def test_predict_csv_that_is_an_input_folder_refuses(pipeline_copy, photos):
     assert _tree(folder) == before
 
 
+def _whole_tree(repo) -> dict[str, str]:
+    """MD5 of every file of the checkout, .git and the DVC cache included (not bytecode)."""
+    return {k: v for k, v in _tree(repo.path).items() if "__pycache__" not in k}
+
+
 def test_stage_run_by_hand_on_the_data_folder_deletes_nothing(pipeline_copy):
     repo = pipeline_copy
     mine = repo.path / "data/new_images/cats"  # a folder not yet added to DVC
     mine.mkdir(parents=True)
     (mine / "cat.png").write_bytes(b"my cat")
-    before = _tree(repo.path / "data")
+    before = _whole_tree(repo)
     result = _run(repo, "-m", "stages.prepare", "data", "metrics/prepare.json")
     line = _one_error_line(result)
-    assert "refusing to replace data" in line and MARKER in line
-    assert _tree(repo.path / "data") == before
-    assert (repo.path / TARBALL).is_file() and (repo.path / f"{TARBALL}.dvc").is_file()
+    assert "prepare: refusing to write data: dvc.yaml declares only" in line
+    assert "data/prepared, metrics/prepare.json" in line
+    assert _whole_tree(repo) == before
 
 
-@pytest.mark.parametrize("target", [TARBALL, "weights/new.h5", "data/raw/split.json"])
-def test_outputs_under_data_raw_or_weights_are_refused(pipeline_copy, target):
-    result = _run(pipeline_copy, "-m", "stages.prepare", "data/prepared", target)
-    assert "which holds your data" in _one_error_line(result)
+def test_a_stage_writes_no_file_that_dvc_yaml_does_not_declare_for_it(pipeline_copy):
+    """Run by hand with any existing file as an output: refused in one line before any work,
+    and every file of the checkout (.git and the DVC cache included) is unchanged."""
+    repo = pipeline_copy
+    before = _whole_tree(repo)
+    for target in (
+        "params.yaml",
+        "dvc.yaml",
+        "dvc.lock",
+        "stages/prepare.py",
+        ".git/config",
+        TARBALL,
+        "weights/new.h5",
+        "metrics/features.json",  # declared, but by another stage
+    ):
+        result = _run(repo, "-m", "stages.prepare", "data/prepared", target)
+        line = _one_error_line(result)
+        assert f"prepare: refusing to write {target}: dvc.yaml declares only" in line, target
+        assert result.stdout == ""
+    assert _whole_tree(repo) == before
+
+
+def test_the_dvclive_folder_must_be_the_declared_one(pipeline_copy):
+    """DVCLive cleans the folder it is given: `.` would delete params.yaml and dvc.yaml."""
+    repo = pipeline_copy
+    notes = repo.path / "my_notes"
+    notes.mkdir()
+    (notes / "metrics.json").write_text('{"mine": 1}')
+    before = _whole_tree(repo)
+    inputs = ["data/prepared", "data/features", "models/head.keras"]
+    for live in (".", "my_notes", "dvclive/fine_tune"):
+        result = _run(repo, "-m", "stages.train_head", *inputs, live)
+        line = _one_error_line(result)
+        assert f"train_head: refusing to write the DVCLive folder {live}:" in line
+        assert "dvclive/train_head/metrics.json, dvclive/train_head/plots" in line
+    assert _whole_tree(repo) == before
+
+
+def test_outputs_under_data_raw_or_weights_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for target in ("data/raw/cifar.tar.gz", "weights/new.h5"):
+        with pytest.raises(PipelineError, match="which holds your data"):
+            check_replaceable(Path(target), folder=False)
+
+
+def test_what_dvc_yaml_declares_for_a_foreach_stage(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    assert declared_outputs("export@onnx") == ["models/export/onnx", "metrics/export/onnx.json"]
+    assert declared_outputs("train_head") == [
+        "models/head.keras",
+        "dvclive/train_head/metrics.json",
+        "dvclive/train_head/plots",
+    ]
+    with pytest.raises(PipelineError, match="no dvc.yaml declaring this stage"):
+        declared_outputs("export")  # a foreach stage needs its item
 
 
 def test_a_folder_output_replaces_only_empty_or_marked_folders(tmp_path, monkeypatch):
@@ -170,8 +229,10 @@ def test_truncated_model_names_the_file_and_the_stage_that_rebuilds_it(pipeline_
     result = repo.dvc("repro", "-s", "fine_tune", check=False)
     line = _one_error_line(result)
     assert "models/head.keras is not a readable Keras model" in line
-    assert "dvc repro -f -s train_head" in line and "dvc checkout models/head.keras" in line
-    repo.dvc("checkout", "--force", "models/head.keras")  # what the line says
+    assert "dvc repro -f -s train_head" in line
+    hint = re.search(r"`(dvc checkout [^`]+)`", line).group(1)
+    assert hint == "dvc checkout --force models/head.keras"
+    repo.run(sys.executable, "-m", *hint.split())  # the command as printed
     restored = repo.dvc("repro")
     assert repo.ran_stages(restored.stdout) == set(), restored.stdout
     assert repo.snapshot() == good
@@ -250,3 +311,90 @@ def test_params_edited_while_a_stage_runs_fail_it_and_nothing_is_recorded(pipeli
     assert "run `dvc repro` again" in line
     assert (repo.path / "dvc.lock").read_text() == lock
     repo.back_to_last_good(good)
+
+
+# --------------------------------------------------------------------------- run by hand, killed
+
+
+TRAIN_HEAD = ["-m", "stages.train_head", "data/prepared", "data/features", "models/head.keras"]
+
+
+def test_a_failed_stage_run_by_hand_keeps_its_dvclive_files_and_clears_stale_partials(
+    pipeline_copy,
+):
+    """A NaN loss by hand: DVCLive wrote into its partial folder, so dvclive/train_head/ (metrics
+    and every curve) is the last good one; the partials a kill left before are gone."""
+    repo = pipeline_copy
+    repo.set_params({"lr": 1e30})
+    before = repo.snapshot()
+    stale = [repo.path / "models/.partial-head.keras", repo.path / "dvclive/.partial-train_head"]
+    stale[0].write_bytes(b"left by kill -9")
+    stale[1].mkdir()
+    (stale[1] / "metrics.json").write_text("{}")
+    result = _run(repo, *TRAIN_HEAD, "dvclive/train_head")
+    assert "train_head: the loss became nan in epoch 1" in _one_error_line(result)
+    assert repo.snapshot() == before
+    assert (repo.path / "dvclive/train_head/plots/metrics/loss.tsv").is_file()
+    _no_partials(repo)
+
+
+def test_a_read_only_checkout_is_one_line_before_any_work(pipeline_copy):
+    """The checkout mounted read-only (a private mount namespace, as a read-only share
+    would be): the stage names the path it cannot write before loading data or Keras."""
+    repo = pipeline_copy
+    before = _whole_tree(repo)
+    command = " ".join([sys.executable, *TRAIN_HEAD, "dvclive/train_head"])
+    script = (
+        f"mount --bind {repo.path} {repo.path} && mount -o remount,ro,bind {repo.path} "
+        f"&& cd {repo.path} && exec {command}"
+    )
+    result = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c", script],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = _one_error_line(result)
+    assert line.startswith("error: train_head: cannot write models/head.keras (Read-only file")
+    assert "give a writable path" in line and result.stdout == ""
+    assert "keras" not in result.stderr.replace(line, "").lower()  # nothing loaded before
+    assert _whole_tree(repo) == before
+
+
+def test_partial_files_are_ignored_by_dvc_and_never_recorded(pipeline_copy):
+    """What a kill -9 leaves (.partial-* siblings) changes no stage's dependencies: `dvc repro`
+    reruns nothing (report depends on metrics/export/) and dvc.lock stays as it was."""
+    repo = pipeline_copy
+    (repo.path / "metrics/export/.partial-onnx.json").write_text("{}")
+    (repo.path / "data/features/.partial-x.npy").write_bytes(b"half")
+    lock = (repo.path / "dvc.lock").read_text()
+    result = repo.dvc("repro")
+    assert repo.ran_stages(result.stdout) == set(), result.stdout
+    assert (repo.path / "dvc.lock").read_text() == lock and ".partial-" not in lock
+
+
+def test_predict_outside_the_project_says_to_pass_classes_and_that_works(pipeline, tmp_path):
+    """On a serving host there is no dvc.yaml to repro: the hint is --classes, run as printed."""
+    host = tmp_path / "host"
+    host.mkdir()
+    shutil.copy(pipeline.path / "models/fine_tuned.keras", host / "model.keras")
+    image = host / "image.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+
+    def predict(*args):  # the installed command, in a folder that is not the project
+        command = ["tl-predict", "--model", "model.keras", *map(str, args), "image.png"]
+        return subprocess.run(command, cwd=host, env=tool_env(), capture_output=True, text=True)
+
+    line = _one_error_line(predict())
+    assert "data/prepared/classes.json not found; pass --classes with the classes.json" in line
+    result = predict("--classes", pipeline.path / "data/prepared/classes.json")
+    assert result.returncode == 0 and result.stdout.startswith("image.png: "), result.stderr
+
+
+def test_predict_csv_replaces_only_a_csv_it_wrote(pipeline_copy, photos):
+    mine = pipeline_copy.path / "budget.csv"
+    mine.write_text("month,amount\njan,3\n")
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", mine)
+    assert "refusing to replace" in _one_error_line(result) and "did not write it" in result.stderr
+    assert mine.read_text() == "month,amount\njan,3\n"

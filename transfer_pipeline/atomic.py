@@ -1,12 +1,15 @@
 """Write a stage's outputs all or nothing, and never over something the pipeline did not make.
 
-``StageOutputs`` checks every output path before the stage does any work: a folder output
+``StageOutputs.of_stage`` checks every output path before the stage does any work: each must
+be one that dvc.yaml declares for the stage (its DVCLive folder included); a folder output
 may only replace an empty folder or one carrying the pipeline's marker file; a file output
 may not be a folder, one of the stage's inputs, or anything under ``data/raw/`` or
-``weights/`` (the user's data). Each output is written to a ``.partial-`` sibling
-(git-ignored); when the stage finishes, the params it read are checked to be unchanged and
-the outputs are moved into place with ``os.replace``. On any failure or Ctrl-C the partial
-files are removed and nothing is replaced.
+``weights/`` (the user's data); every output location must be writable. Stale ``.partial-``
+siblings of a killed run are removed. Each output is written to a ``.partial-`` sibling
+(ignored by git and DVC); when the stage finishes, the params it read are checked to be
+unchanged and the outputs are moved into place with ``os.replace``. On any failure or Ctrl-C
+the partial files are removed and nothing is replaced. ``tl-predict --csv`` and the download
+use the same class without dvc.yaml (``StageOutputs(...)``).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import os
 import shutil
 from pathlib import Path
 
+from .dvcfile import declared_outputs
 from .errors import PipelineError
 from .params import params_unchanged
 
 MARKER = ".pipeline-output"  # in every folder the pipeline writes: it may replace that folder
 PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_FULL_BELOW = 1 << 20  # bytes free: a disk this full cannot take a stage's outputs
+LIVE_METRICS, LIVE_PLOTS = "metrics.json", "plots"  # what dvc.yaml declares of a DVCLive folder
 
 
 def partial_path(target: Path) -> Path:
@@ -32,21 +38,26 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".partial-{target.name}")
 
 
+def _where(path) -> Path:
+    return Path(path).absolute().resolve()
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_replaceable(target: Path, folder: bool, inputs=()) -> None:
-    """Raise a PipelineError if writing ``target`` could destroy something the user made."""
-    where = Path(target).absolute().resolve()
+def check_replaceable(target: Path, folder: bool, inputs=(), marked: bool = True) -> None:
+    """Raise a PipelineError if writing ``target`` could destroy something the user made.
+    ``marked``: a non-empty folder must carry the pipeline's marker to be replaced."""
+    where = _where(target)
     for protected in PROTECTED:
-        if _inside(where, Path(protected).absolute().resolve()):
+        if _inside(where, _where(protected)):
             raise PipelineError(
                 f"refusing to write {target}: it is under {protected}/, which holds your data; "
                 "give an output path outside it"
             )
     for source in inputs:
-        source = Path(source).absolute().resolve()
+        source = _where(source)
         if _inside(source, where):
             raise PipelineError(
                 f"refusing to write {target}: it is or contains the input {source}; "
@@ -66,7 +77,7 @@ def check_replaceable(target: Path, folder: bool, inputs=()) -> None:
             f"refusing to write {target}: it is a file and this output is a folder; "
             "give a folder path"
         )
-    if any(Path(target).iterdir()) and not (Path(target) / MARKER).is_file():
+    if marked and any(Path(target).iterdir()) and not (Path(target) / MARKER).is_file():
         raise PipelineError(
             f"refusing to replace {target}: the folder was not made by this pipeline "
             f"(no {MARKER} inside) and is not empty; give another output path or move it away"
@@ -81,18 +92,53 @@ def _remove(path: Path) -> None:
 
 
 class StageOutputs:
-    """The outputs of one stage run, checked at once and moved into place together at the end.
+    """The outputs of one run, checked at once and moved into place together at the end.
 
-    with StageOutputs("features", files=[extractor], folders=[features]) as out:
-        np.save(out.path(features) / "train.npy", ...)   # writes the partial copy
+    outputs = StageOutputs.of_stage("train_head", files=[head], live=live_folder)  # checks
+    ...load data, build the model...
+    with outputs:
+        live = open_live(outputs.path(live_folder))   # the partial DVCLive folder
+        save_model(model, outputs.path(head))         # writes the partial copy
+    # here every output is in place, or (on any error) none was touched
+
+    ``live`` is a DVCLive folder: its ``metrics.json`` and ``plots/`` are the outputs (DVCLive
+    cleans its folder when it starts, so it only ever sees the partial one).
     """
 
-    def __init__(self, stage: str, files=(), folders=(), inputs=()):
+    def __init__(self, stage: str, files=(), folders=(), inputs=(), live=None):
         self.stage = stage
+        self.files = [Path(f) for f in files]
         self.folders = [Path(f) for f in folders]
-        self.targets = [Path(f) for f in files] + self.folders
-        for target in self.targets:
-            check_replaceable(target, target in self.folders, inputs)
+        self.live = Path(live) if live is not None else None
+        self.targets = self.files + self.folders + ([self.live] if self.live else [])
+        for target in self.files:
+            check_replaceable(target, False, inputs)
+        for target in self.folders:
+            check_replaceable(target, True, inputs)
+        if self.live:
+            check_replaceable(self.live, True, inputs, marked=False)
+            check_replaceable(self.live / LIVE_METRICS, False, inputs)
+            check_replaceable(self.live / LIVE_PLOTS, True, inputs, marked=False)
+        self._discard()  # stale partials of a killed run
+        self._make_partials()  # writable? (a read-only checkout or mount fails here) ...
+        self._discard()  # ... then nothing is left until the stage starts writing
+
+    @classmethod
+    def of_stage(cls, stage: str, files=(), folders=(), inputs=(), live=None) -> StageOutputs:
+        """A stage's outputs: each must be one that dvc.yaml declares for the stage."""
+        declared = declared_outputs(stage)
+        allowed = {_where(path) for path in declared}
+        claims = [("", target, [target]) for target in [*files, *folders]]
+        if live is not None:
+            parts = [Path(live) / LIVE_METRICS, Path(live) / LIVE_PLOTS]
+            claims.append(("the DVCLive folder ", live, parts))
+        for what, target, paths in claims:
+            if not all(_where(path) in allowed for path in paths):
+                raise PipelineError(
+                    f"{stage}: refusing to write {what}{target}: dvc.yaml declares only "
+                    f"{', '.join(declared)} for this stage; give those paths"
+                )
+        return cls(stage, files, folders, inputs, live)
 
     def path(self, target) -> Path:
         """Where to write ``target`` now: its partial sibling."""
@@ -105,23 +151,34 @@ class StageOutputs:
         self.path(target).write_text(json.dumps(data, indent=2) + "\n")
 
     def __enter__(self) -> StageOutputs:
+        self._make_partials()
+        return self
+
+    def _make_partials(self) -> None:
         for target in self.targets:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = partial_path(target)
-                _remove(tmp)
                 if target in self.folders:
                     tmp.mkdir()
                     (tmp / MARKER).write_text(f"written by the {self.stage} stage\n")
+                elif target == self.live:
+                    tmp.mkdir()
                 else:
                     tmp.touch()
+                full = shutil.disk_usage(tmp.parent).free < _FULL_BELOW
             except OSError as error:
                 self._discard()
                 raise PipelineError(
                     f"{self.stage}: cannot write {target} ({error.strerror or error}); "
-                    "give a writable path"
+                    "give a writable path (a read-only checkout or mount cannot run a stage)"
                 ) from None
-        return self
+            if full:
+                self._discard()
+                raise PipelineError(
+                    f"{self.stage}: cannot write {target}: the disk is full; free disk space "
+                    "and run again"
+                )
 
     def __exit__(self, kind, error, traceback) -> bool:
         if error is not None:
@@ -138,12 +195,19 @@ class StageOutputs:
         except BaseException:
             self._discard()
             raise
-        for target in self.targets:
+        for target in self.files + self.folders:
             if target in self.folders and Path(target).is_dir():
                 # Two steps (os.replace cannot replace a non-empty folder); checked above:
                 # the folder is empty or was made by the pipeline.
                 shutil.rmtree(target)
             os.replace(partial_path(target), target)
+        if self.live:
+            self.live.mkdir(exist_ok=True)
+            for name in (LIVE_METRICS, LIVE_PLOTS):
+                _remove(self.live / name)
+                if os.path.lexists(partial_path(self.live) / name):
+                    os.replace(partial_path(self.live) / name, self.live / name)
+            _remove(partial_path(self.live))
         return False
 
     def _discard(self) -> None:

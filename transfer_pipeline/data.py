@@ -23,7 +23,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .atomic import StageOutputs
-from .errors import PipelineError, rebuild_hint
+from .dvcfile import rebuild_hint
+from .errors import PipelineError
 from .progress import ProgressBar
 
 SPLITS = ("train", "val", "test")
@@ -32,10 +33,39 @@ DOWNLOAD_DIR = Path("data/downloads")
 
 @dataclass
 class Dataset:
-    images: np.ndarray  # uint8, (N, H, W, 3)
+    """A data set before splitting. CIFAR's pixels are in memory (``images``, 184 MB for all of
+    CIFAR-10); an image folder is a list of files, decoded only when a split is stored
+    (``save_prepared``), so memory does not grow with the number of images."""
+
     labels: np.ndarray  # int64, (N,)
     class_names: list[str]
     sources: list[str]  # where each image came from (batch file + row, or image path)
+    images: np.ndarray | None = None  # uint8, (N, H, W, 3): CIFAR
+    image_size: int | None = None  # image folders: decoded to image_size x image_size
+
+    def decode_all(self, workers: int = 1) -> np.ndarray:
+        """Every image in memory (for small data and tests; the stage never does this)."""
+        if self.images is not None:
+            return self.images
+        out = np.empty((len(self.sources), self.image_size, self.image_size, 3), np.uint8)
+        unreadable = _decode_into(out, self.sources, self.image_size, workers)
+        if unreadable:
+            raise UnreadableImage(unreadable[0][1])
+        return out
+
+    def without(self, unreadable: list[tuple[int, str]], bad_images: str) -> Dataset:
+        """The data set less the images found unreadable while decoding (data.bad_images)."""
+        report_unreadable([reason for _, reason in unreadable], bad_images)
+        keep = np.setdiff1d(np.arange(len(self.labels)), [i for i, _ in unreadable])
+        dataset = Dataset(
+            self.labels[keep],
+            self.class_names,
+            [self.sources[i] for i in keep],
+            None if self.images is None else self.images[keep],
+            self.image_size,
+        )
+        _check_every_class_has_images(dataset, self.class_names)
+        return dataset
 
 
 # --------------------------------------------------------------------------- obtaining
@@ -160,7 +190,7 @@ def load_cifar(path: Path, kind: str) -> Dataset:
         images.append(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(np.asarray(batch[label_key], dtype=np.int64))
         sources += [f"{name}:{row}" for row in range(len(pixels))]
-    return Dataset(np.concatenate(images), np.concatenate(labels), class_names, sources)
+    return Dataset(np.concatenate(labels), class_names, sources, images=np.concatenate(images))
 
 
 def _read_tar_members(path: Path, wanted: list[str]) -> dict[str, bytes]:
@@ -205,34 +235,43 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
     per_class = [image_files_under(class_dir, root) for class_dir in class_dirs]
     linked_dirs = [e for e in entries if e.is_dir() and e.is_symlink()]
     FolderListing.merged([FolderListing(symlinks_not_followed=linked_dirs), *per_class]).warn()
-    images, labels, sources, bad = [], [], [], []
+    labels, sources, bad = [], [], []
     for label, listing in enumerate(per_class):
         for path in listing.images:
             try:
-                images.append(read_image(path, size))
+                check_image_header(path)
             except UnreadableImage as error:
                 bad.append(str(error))
                 continue
             labels.append(label)
             sources.append(str(path))
-    if bad:
-        if bad_images == "error":
-            raise PipelineError(
-                f"{len(bad)} unreadable image(s): {'; '.join(bad)}; remove them or set "
-                "data.bad_images: skip"
-            )
-        for line in bad:
-            print(f"warning: skipped unreadable image {line}", file=sys.stderr)
-    found = set(labels)
-    empty = [str(d) for label, d in enumerate(class_dirs) if label not in found]
+    report_unreadable(bad, bad_images)
+    dataset = Dataset(
+        np.asarray(labels, np.int64), [d.name for d in class_dirs], sources, image_size=size
+    )
+    _check_every_class_has_images(dataset, [str(d) for d in class_dirs])
+    return dataset
+
+
+def report_unreadable(bad: list[str], bad_images: str) -> None:
+    """data.bad_images: ``error`` stops with one line naming them, ``skip`` warns per image."""
+    if bad and bad_images == "error":
+        raise PipelineError(
+            f"{len(bad)} unreadable image(s): {'; '.join(bad)}; remove them or set "
+            "data.bad_images: skip"
+        )
+    for line in bad:
+        print(f"warning: skipped unreadable image {line}", file=sys.stderr, flush=True)
+
+
+def _check_every_class_has_images(dataset: Dataset, class_folders: list[str]) -> None:
+    found = set(dataset.labels.tolist())
+    empty = [folder for label, folder in enumerate(class_folders) if label not in found]
     if empty:
         raise PipelineError(
             f"class folder(s) {', '.join(empty)} have no readable images "
             f"({FORMATS_EXAMPLE}); add images or remove the folder(s)"
         )
-    return Dataset(
-        np.stack(images), np.asarray(labels, np.int64), [d.name for d in class_dirs], sources
-    )
 
 
 class UnreadableImage(PipelineError):
@@ -329,12 +368,39 @@ def read_image(path: Path, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                decode_at_least(image, 2 * size)
                 return resize_for_model(image, size)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
         raise UnreadableImage(f"{path} ({reason})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UnreadableImage(f"{path} ({type(error).__name__})") from None
+
+
+def check_image_header(path: Path) -> None:
+    """What can be known without decoding: Pillow identifies the file and its size is not a
+    decompression bomb (the pixels are decoded later, when the split is stored)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path):
+                pass
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
+        raise UnreadableImage(f"{path} ({reason})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise UnreadableImage(f"{path} ({type(error).__name__})") from None
+
+
+def decode_at_least(image, size: int) -> None:
+    """A JPEG at least twice as large as needed is decoded smaller: the decoder's own DCT
+    scaling (1/2, 1/4 or 1/8; Pillow's ``draft``), never below ``size`` on either side (the
+    EXIF orientation is kept). Other formats, and JPEGs that need no such scaling, decode
+    in full, exactly as before (bench/decode.py measures speed and pixel difference)."""
+    if image.format == "JPEG" and min(image.size) // size >= 2:
+        image.draft(None, (size, size))
 
 
 def resize_for_model(image, size: int) -> np.ndarray:
@@ -429,12 +495,44 @@ def split_indices(
 # --------------------------------------------------------------------------- storing
 
 
-def save_prepared(folder: Path, dataset: Dataset, split: dict[str, np.ndarray]) -> None:
-    """Write uint8 arrays per split, an index table and the class names into ``folder``."""
+DECODE_CHUNK = 256  # images decoded per round: what the decoding holds in memory at once
+
+
+def save_prepared(
+    folder: Path, dataset: Dataset, split: dict[str, np.ndarray], workers: int = 1
+) -> list[tuple[int, str]]:
+    """Write uint8 arrays per split, an index table and the class names into ``folder``.
+
+    Each split's images go straight into its ``.npy`` (a memory map), chunk by chunk: image
+    folders are decoded here, by ``workers`` processes, each image placed by its index (the
+    same bytes whatever the count). Returns the images found unreadable while decoding
+    (their data-set position and reason); the caller drops them and stores a new split.
+    """
+    from numpy.lib.format import open_memmap
+
+    unreadable: list[tuple[int, str]] = []
+    bar = None
+    if dataset.images is None:
+        total = sum(len(index) for index in split.values())
+        bar = ProgressBar(total, "prepare: decoding", unit=" images", every=0.1)
     rows = []
     for name in SPLITS:
         index = split[name]
-        np.save(folder / f"{name}_x.npy", dataset.images[index])
+        if dataset.images is not None:
+            shape = (len(index), *dataset.images.shape[1:])
+        else:
+            shape = (len(index), dataset.image_size, dataset.image_size, 3)
+        images = open_memmap(folder / f"{name}_x.npy", mode="w+", dtype=np.uint8, shape=shape)
+        if dataset.images is not None:
+            for start in range(0, len(index), DECODE_CHUNK):
+                chunk = index[start : start + DECODE_CHUNK]
+                images[start : start + len(chunk)] = dataset.images[chunk]
+        else:
+            files = [dataset.sources[i] for i in index]
+            for position, reason in _decode_into(images, files, dataset.image_size, workers, bar):
+                unreadable.append((int(index[position]), reason))
+        images.flush()
+        del images  # closes the memory map
         np.save(folder / f"{name}_y.npy", dataset.labels[index])
         rows += [
             (
@@ -447,9 +545,64 @@ def save_prepared(folder: Path, dataset: Dataset, split: dict[str, np.ndarray]) 
             )
             for position, i in enumerate(index)
         ]
+    if bar is not None:
+        bar.close()
     columns = ["split", "position", "source_index", "source", "label", "label_name"]
     pd.DataFrame(rows, columns=columns).to_csv(folder / "index.csv", index=False)
     (folder / "classes.json").write_text(json.dumps(dataset.class_names, indent=1) + "\n")
+    return unreadable
+
+
+def _decode_or_reason(path: str, size: int):
+    """In a worker: the image, or why it cannot be read."""
+    try:
+        return read_image(Path(path), size)
+    except UnreadableImage as error:
+        return str(error)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the stage process, which stops them and reports it once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_into(out, files: list[str], size: int, workers: int, bar=None):
+    """Decode ``files`` into ``out`` (rows in order); return (row, reason) of unreadable ones."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    unreadable = []
+    pool = None
+    if workers > 1 and len(files) > 1:
+        pool = ProcessPoolExecutor(
+            min(workers, len(files)),
+            mp_context=multiprocessing.get_context("forkserver"),  # no threads of ours copied
+            initializer=_ignore_interrupts,
+        )
+    try:
+        for start in range(0, len(files), DECODE_CHUNK):
+            chunk = files[start : start + DECODE_CHUNK]
+            sizes = [size] * len(chunk)
+            if pool is None:
+                decoded = map(_decode_or_reason, chunk, sizes)
+            else:
+                decoded = pool.map(_decode_or_reason, chunk, sizes, chunksize=4)
+            for row, image in enumerate(decoded, start):
+                if isinstance(image, str):
+                    unreadable.append((row, image))
+                else:
+                    out[row] = image
+                if bar is not None:
+                    bar.update(1)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
+    return unreadable
 
 
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
@@ -469,10 +622,11 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     return array
 
 
-def load_split(prepared: Path, name: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The images (uint8, N x H x W x 3) and labels (N) of one split, shapes checked."""
+def load_split(prepared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8, N x H x W x 3, a read-only memory map: no stage holds a whole split
+    in memory) and labels (N) of one split, shapes checked."""
     prepared = Path(prepared)
-    images = load_array(prepared / f"{name}_x.npy", mmap)
+    images = load_array(prepared / f"{name}_x.npy", mmap=True)
     labels = load_array(prepared / f"{name}_y.npy")
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
         raise PipelineError(
@@ -482,12 +636,10 @@ def load_split(prepared: Path, name: str, mmap: bool = False) -> tuple[np.ndarra
     return images, labels
 
 
-def load_features(
-    folder: Path, split: str, n_images: int, width: int | None = None, mmap: bool = False
-):
-    """The cached features of one split: one float row per image of that split."""
+def load_features(folder: Path, split: str, n_images: int, width: int | None = None):
+    """The cached features of one split: one float row per image (a read-only memory map)."""
     path = Path(folder) / f"{split}.npy"
-    features = load_array(path, mmap)
+    features = load_array(path, mmap=True)
     if (
         features.ndim != 2
         or len(features) != n_images

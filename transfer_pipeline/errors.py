@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -29,29 +28,3 @@ def exit_on_pipeline_error(main):
             sys.exit(130)
 
     return wrapper
-
-
-def rebuild_hint(path) -> str:
-    """How to get a good copy of a pipeline output back: the stage that writes it (dvc.yaml)."""
-    import yaml
-
-    wanted = Path(path).as_posix().rstrip("/")
-    try:
-        stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        stages = {}
-    for name, stage in stages.items():
-        for out in stage.get("do", stage).get("outs", []):
-            out = next(iter(out)) if isinstance(out, dict) else out
-            if "${item}" in out:  # a foreach stage: export@<format> writes models/export/<format>
-                prefix = out.split("${item}")[0]
-                if not wanted.startswith(prefix) or wanted == prefix.rstrip("/"):
-                    continue
-                item = wanted[len(prefix) :].split("/")[0]
-                out, name = out.replace("${item}", item), f"{name}@{item}"
-            if wanted == out or wanted.startswith(out.rstrip("/") + "/"):
-                return (
-                    f"restore the last good one with `dvc checkout {out}` or rebuild it with "
-                    f"`dvc repro -f -s {name}`"
-                )
-    return "rebuild it with `dvc repro`"

@@ -1,5 +1,5 @@
-"""Metrics and curves through DVCLive: each epoch is on disk as soon as it ends, so
-`dvc exp show`, `dvc plots` and the VS Code extension follow a run while it trains.
+"""Metrics and curves through DVCLive: each epoch is on disk as soon as it ends, in the
+stage's partial DVCLive folder (``atomic.StageOutputs``), moved into place when it finishes.
 
 dvc.yaml declares the DVCLive folders itself (``dvcyaml=False``), and DVC runs the stages
 (``save_dvc_exp=False``: DVCLive must not make experiments of its own). ``dvclive.keras``

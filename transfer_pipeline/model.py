@@ -21,7 +21,8 @@ import numpy as np
 from keras import layers
 
 from .backbones import BACKBONES, Backbone
-from .errors import PipelineError, rebuild_hint
+from .dvcfile import rebuild_hint
+from .errors import PipelineError
 
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 

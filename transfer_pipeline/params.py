@@ -7,6 +7,7 @@ pipeline at once with one line that names the key and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import yaml
@@ -153,6 +154,17 @@ def _unfreeze(value):
     return None, "all, or an integer >= 1 (the number of top backbone layers to train)"
 
 
+def _workers(value):
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value, None
+    return None, "all, or an integer >= 1 (processes decoding images in prepare)"
+
+
+def worker_count(value) -> int:
+    """compute.workers as a number: ``all`` is every core this process may use."""
+    return len(os.sched_getaffinity(0)) if value == "all" else value
+
+
 def _formats(value):
     if (
         isinstance(value, list)
@@ -201,6 +213,7 @@ SCHEMA = {
     "compute.precision": _choice(*PRECISIONS),
     "compute.jit_compile": _choice("auto", True, False),
     "compute.distribute": _choice(*DISTRIBUTE),
+    "compute.workers": _workers,
     "export.formats": _formats,
     "export.latency_runs": _int(1, 10000),
     "export.calibration_images": _int(1, 10000),

@@ -27,6 +27,7 @@ from .data import (
     load_class_names,
 )
 from .data import read_image as read_model_input
+from .dvcfile import DVC_YAML
 from .errors import PipelineError, exit_on_pipeline_error
 from .runtimes import model_file
 
@@ -137,6 +138,19 @@ def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
     return rows
 
 
+def _check_own_csv(path: Path) -> None:
+    """--csv replaces only a file tl-predict wrote (its header line); a new file is fine."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        first = handle.readline(256).decode("utf-8", "replace").strip()
+    if first != ",".join(CSV_COLUMNS):
+        raise PipelineError(
+            f"refusing to replace {path}: tl-predict did not write it (its first line is not "
+            f"{','.join(CSV_COLUMNS)}); give a new file name"
+        )
+
+
 @exit_on_pipeline_error
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
@@ -150,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.model} not found; run `dvc repro` to produce it (or pass --model)"
         )
     model_file(args.model)  # a known kind of model
+    if not args.classes.exists() and not DVC_YAML.is_file():  # a serving host, not the project
+        raise PipelineError(
+            f"{args.classes} not found; pass --classes with the classes.json of the pipeline run "
+            f"that trained {args.model} (data/prepared/classes.json in the project)"
+        )
     class_names = load_class_names(args.classes)
     files = image_files(args.paths)
     if args.csv is None:
@@ -157,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.csv.suffix.lower() != ".csv":
         raise PipelineError(f"--csv {args.csv}: give a file name ending in .csv")
+    _check_own_csv(args.csv)
     # The partial CSV is created on entering: an unwritable path fails before any prediction.
     with StageOutputs("tl-predict", files=[args.csv], inputs=[*args.paths, *files]) as outputs:
         rows = classify(args, files, class_names)

@@ -48,24 +48,29 @@ class ProgressBar:
 
     def update(self, amount: float) -> None:
         with self.lock:
-            self.done += amount
-            fraction = self.done / self.total if self.total else 0.0
-            elapsed = time.monotonic() - self.start
-            eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-            text = (
-                f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
-                f"({fraction:.0%}, {format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)})"
-            )
-            if elapsed < self.delay:
-                return
-            if not self.quiet:
-                bar = "#" * int(30 * fraction)
-                print(f"\r[{bar:<30}] {text}", end="", file=sys.stderr, flush=True)
-                self.drawn = True
-            elif self.total and fraction >= self.next_line:
-                print(text, file=sys.stderr, flush=True)
-                while fraction >= self.next_line:
-                    self.next_line += self.every
+            self._advance(amount)
+
+    def _advance(self, amount: float) -> None:
+        self.done += amount
+        fraction = self.done / self.total if self.total else 0.0
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        rate = f"{self.done * self.scale / elapsed:.1f}" if elapsed > 0 else "0.0"
+        text = (
+            f"{self.label}: {self._amount(self.done)}/{self._amount(self.total)}{self.unit} "
+            f"({fraction:.0%}, {rate}{self.unit}/s, {format_seconds(elapsed)} elapsed, "
+            f"ETA {format_seconds(eta)})"
+        )
+        if elapsed < self.delay:
+            return
+        if not self.quiet:
+            bar = "#" * int(30 * fraction)
+            print(f"\r[{bar:<30}] {text}", end="", file=sys.stderr, flush=True)
+            self.drawn = True
+        elif self.total and fraction >= self.next_line:
+            print(text, file=sys.stderr, flush=True)
+            while fraction >= self.next_line:
+                self.next_line += self.every
 
     def _amount(self, value: float) -> str:
         """Counts as integers ("1024/4000 images"); scaled amounts with one decimal (MB)."""

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError, rebuild_hint
+from .dvcfile import rebuild_hint
+from .errors import PipelineError
 
 EXTRA = 'pip install -e ".[export]"'
 
