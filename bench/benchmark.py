@@ -60,6 +60,7 @@ os.environ["KERAS_BACKEND"] = ARGS.backend  # before Keras is imported
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from flops import flops_per_image  # noqa: E402
+from input_overhead import step_seconds  # noqa: E402
 from synthetic import class_images  # noqa: E402
 
 from transfer_pipeline.features import extract_features  # noqa: E402
@@ -95,20 +96,6 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 20, dtype: str = "floa
     return 2 * n**3 * repeats / (time.perf_counter() - started)
 
 
-class ConstantBatch(keras.utils.PyDataset):
-    """One in-memory batch, `steps` times: feeding that costs nothing, on every backend."""
-
-    def __init__(self, x, y, steps: int):
-        super().__init__()
-        self.x, self.y, self.steps = x, y, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, index: int):
-        return self.x, self.y
-
-
 def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batch):
     """Both with validation every epoch, as the seed trained: only where the base runs differs."""
     x, y = class_images((n_train + n_val) // 10, 10, 32, seed=0)
@@ -129,7 +116,9 @@ def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batc
     f_train = extract_features(extractor, x[train], 256, "train")
     f_val = extract_features(extractor, x[val], 256, "val")
     head = fresh_head()
-    head.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
+    head.compile(
+        keras.optimizers.Adam(1e-3), "categorical_crossentropy", weighted_metrics=["accuracy"]
+    )
     fit = head.fit(
         ArrayBatches(f_train, y1[train], batch, 0),
         validation_data=ArrayBatches(f_val, y1[val], batch),
@@ -142,7 +131,9 @@ def head_cached_vs_end_to_end(backbone, image_size, n_train, n_val, epochs, batc
 
     # End-to-end: the seed's way, the frozen base recomputed in every epoch for both sets.
     full = build_classifier(extractor, fresh_head())
-    full.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
+    full.compile(
+        keras.optimizers.Adam(1e-3), "categorical_crossentropy", weighted_metrics=["accuracy"]
+    )
     started = time.perf_counter()
     fit = full.fit(
         ArrayBatches(x[train], y1[train], batch, 0),
@@ -246,23 +237,11 @@ def compare_precisions(real_size: bool) -> None:
 
 def pipeline_overhead(backbone, image_size, n_images, batch):
     x, y = class_images(n_images // 10, 10, 32, seed=2)
-    y1 = one_hot(y, 10)
     extractor = build_feature_extractor(backbone, 32, image_size, None)
     model = build_classifier(extractor, build_head(extractor.output.shape[-1], [64], 0.3, 10))
     extractor.trainable = True
     model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
-    steps = len(x) // batch
-    real = ArrayBatches(x[: steps * batch], y1[: steps * batch], batch, shuffle_seed=0)
-    constant = ConstantBatch(x[:batch], y1[:batch], steps)
-
-    def step_seconds(data):
-        started = time.perf_counter()
-        model.fit(data, epochs=1, verbose=0, shuffle=False)
-        return (time.perf_counter() - started) / steps
-
-    step_seconds(real), step_seconds(constant)  # trace and warm up both
-    rounds = [(step_seconds(real), step_seconds(constant)) for _ in range(3)]  # interleaved
-    return min(r for r, _ in rounds), min(c for _, c in rounds)
+    return step_seconds(model, x, one_hot(y, 10), batch)
 
 
 def no_change_repro_seconds() -> float:

@@ -1,22 +1,26 @@
-"""Real-size GPU benchmark on the JAX backend (no TensorFlow needed): run by bench/gpu.sh.
+"""Per-component GPU benchmark on the JAX backend (no TensorFlow needed): run by bench/gpu.sh
+after the timed pipeline (gpu_pipeline.py).
 
     python bench/gpu.py            # Xception 224 and EfficientNetV2-S 384, about 6 minutes
-    python bench/gpu.py --smoke    # tiny sizes on any CPU: checks the script end to end
+    python bench/gpu.py --smoke    # tiny backbones and two rows on any CPU: the script end to end
 
 Synthetic CIFAR-shaped uint8 images (32x32x3, random weights: only speed is measured) go
-through the pipeline's own models (transfer_pipeline.model) and feeding (ArrayBatches), so
-the figures are what the stages would see. For each backbone, precision and batch size:
+through the pipeline's own models (transfer_pipeline.model), feeding (ArrayBatches) and the
+training stages' callbacks (EpochLog, FailOnNonFiniteLoss), so the figures are what the stages
+see. For each backbone, precision and batch size:
 
-  extract  images/s of feature extraction (extractor.predict, frozen base, inference mode)
+  extract  images/s of feature extraction (extract_features: the features stage's predict)
   train    images/s of fine-tuning (the whole classifier trainable, Adam, fit on batches)
   compile  seconds of the first call (tracing + XLA), paid once per stage run
   % peak   achieved FLOP/s over the measured dense matmul peak of that precision; FLOPs
            per image from XLA's cost analysis of the forward pass, a training image
            counted as 3x forward (forward + two backward products)
 
-Then the projected wall time of the default pipeline (the seed's recipe) and of the stronger
-recipe in docs/experiments.md, from these rates. Configurations run in priority order and the
-rest are skipped once --budget-s is spent, so the table always comes back.
+The first training row also measures the input overhead: its steps fed by ArrayBatches
+against a constant in-memory batch (input_overhead.py). Then a projection of the two recipes
+(the stronger one in docs/experiments.md) from these rates: arithmetic, not a run
+(gpu_pipeline.py times the real one). Configurations run in priority order and the rest
+are skipped once --budget-s is spent, so the table always comes back.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from flops import flops_per_image  # noqa: E402
+from input_overhead import step_seconds  # noqa: E402
 
+from transfer_pipeline.callbacks import EpochLog, FailOnNonFiniteLoss  # noqa: E402
 from transfer_pipeline.features import extract_features  # noqa: E402
 from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
 from transfer_pipeline.model import (  # noqa: E402
@@ -64,10 +70,11 @@ from transfer_pipeline.model import (  # noqa: E402
 )
 
 STARTED = time.monotonic()
-# Backbones measured: name -> input size (the stored images are 32 px, CIFAR's).
+# Backbones measured, the seed's and the stronger recipe's: name -> input size (the stored
+# images are 32 px, CIFAR's).
 SIZES = {"xception": 224, "efficientnetv2_s": 384}
 if ARGS.smoke:
-    SIZES = {"xception": 71, "efficientnetv2_s": 64}
+    SIZES = {"mobilenet_v2": 32, "efficientnetv2_b0": 32}
     MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS, LARGEST_TRAIN_BATCH = 512, 32, 2, {}
 else:
     MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS = 8192, 4096, 30
@@ -76,6 +83,7 @@ else:
 RECIPE_BATCH = 8 if ARGS.smoke else 32  # the seed's fine-tune batch (smoke: 8)
 STRONG_BATCH = 8 if ARGS.smoke else 64  # the stronger recipe's fine-tune batch
 FEATURE_BATCH = 8 if ARGS.smoke else 256  # features.batch_size
+SEED, STRONG = SIZES
 
 
 def plan() -> list[tuple[str, str, str, int]]:
@@ -83,20 +91,22 @@ def plan() -> list[tuple[str, str, str, int]]:
     need first (bf16 is what `compute.precision: auto` runs on a recent GPU), float32 last."""
     bf16, fp32 = "mixed_bfloat16", "float32"
     rows = [
-        ("extract", "xception", bf16, RECIPE_BATCH),
-        ("extract", "xception", bf16, FEATURE_BATCH),
-        ("train", "xception", bf16, RECIPE_BATCH),
-        ("extract", "efficientnetv2_s", bf16, RECIPE_BATCH),
-        ("extract", "efficientnetv2_s", bf16, FEATURE_BATCH),
-        ("train", "efficientnetv2_s", bf16, STRONG_BATCH),
-        ("train", "xception", bf16, LARGEST_TRAIN_BATCH.get("xception", 0)),
-        ("train", "efficientnetv2_s", bf16, LARGEST_TRAIN_BATCH.get("efficientnetv2_s", 0)),
-        ("extract", "xception", fp32, RECIPE_BATCH),
-        ("train", "xception", fp32, RECIPE_BATCH),
-        ("extract", "efficientnetv2_s", fp32, RECIPE_BATCH),
-        ("train", "efficientnetv2_s", fp32, RECIPE_BATCH),
-        ("train", "efficientnetv2_s", bf16, RECIPE_BATCH),
+        ("extract", SEED, bf16, RECIPE_BATCH),
+        ("extract", SEED, bf16, FEATURE_BATCH),
+        ("train", SEED, bf16, RECIPE_BATCH),
+        ("extract", STRONG, bf16, RECIPE_BATCH),
+        ("extract", STRONG, bf16, FEATURE_BATCH),
+        ("train", STRONG, bf16, STRONG_BATCH),
+        ("train", SEED, bf16, LARGEST_TRAIN_BATCH.get(SEED, 0)),
+        ("train", STRONG, bf16, LARGEST_TRAIN_BATCH.get(STRONG, 0)),
+        ("extract", SEED, fp32, RECIPE_BATCH),
+        ("train", SEED, fp32, RECIPE_BATCH),
+        ("extract", STRONG, fp32, RECIPE_BATCH),
+        ("train", STRONG, fp32, RECIPE_BATCH),
+        ("train", STRONG, bf16, RECIPE_BATCH),
     ]
+    if ARGS.smoke:  # the seed's extraction and training: every code path, in seconds
+        rows = rows[:3]
     unique = []
     for row in rows:
         if ARGS.precision and row[2] != ARGS.precision:
@@ -153,19 +163,12 @@ def measure_extraction(backbone, size, precision, batch, images):
     return len(images) / (time.perf_counter() - started), compile_s
 
 
-class EpochTimes(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
+def stage_callbacks(stage: str, epochs: int, images: int, batch: int) -> list:
+    """The training stages' own callbacks (EpochLog's durations are the epoch times)."""
+    return [EpochLog(stage, epochs, images, batch), FailOnNonFiniteLoss(stage, "lr")]
 
 
-def measure_fine_tune(backbone, size, precision, batch, images, labels):
+def measure_fine_tune(backbone, size, precision, batch, images, labels, overhead=False):
     extractor = fresh_extractor(backbone, size, precision)
     head = build_head(extractor.output.shape[-1], [256, 128, 64], 0.3, 10)
     classifier = build_classifier(extractor, head)
@@ -176,11 +179,26 @@ def measure_fine_tune(backbone, size, precision, batch, images, labels):
         metrics=["accuracy"],
     )
     n = TRAIN_STEPS * batch
-    data = ArrayBatches(images[:n], one_hot(labels[:n], 10), batch, shuffle_seed=0)
-    times = EpochTimes()
+    x, y = images[:n], one_hot(labels[:n], 10)
+    callbacks = stage_callbacks("fine_tune", 2, n, batch)
     # Epoch 1 compiles and warms up; epoch 2 is timed.
-    classifier.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=[times])
-    return n / times.seconds[1], times.seconds[0] - times.seconds[1]
+    data = ArrayBatches(x, y, batch, shuffle_seed=0)
+    classifier.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=callbacks)
+    seconds = callbacks[0].durations
+    measured = None
+    if overhead:
+        fed, constant = step_seconds(
+            classifier, x, y, batch, stage_callbacks("fine_tune", 1, n, batch)
+        )
+        measured = {"setting": f"{backbone} {size} px, {precision}, batch {batch}"}
+        measured |= {"fed_ms": fed * 1e3, "constant_ms": constant * 1e3}
+        print(
+            f"input overhead ({measured['setting']}): {fed * 1e3:.2f} ms per step fed by "
+            f"ArrayBatches, {constant * 1e3:.2f} ms from a constant batch: "
+            f"{fed / constant - 1:+.1%}",
+            flush=True,
+        )
+    return n / seconds[1], seconds[0] - seconds[1], measured
 
 
 def measure_head_epoch(feature_width: int, n_train: int, batch: int, precision: str) -> float:
@@ -192,15 +210,15 @@ def measure_head_epoch(feature_width: int, n_train: int, batch: int, precision: 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(n_train, feature_width)).astype(np.float32)
     labels = one_hot(rng.integers(0, 10, n_train), 10)
-    times = EpochTimes()
+    callbacks = stage_callbacks("train_head", 2, n_train, batch)
     head.fit(
         ArrayBatches(features, labels, batch, shuffle_seed=0),
         epochs=2,
         verbose=0,
         shuffle=False,
-        callbacks=[times],
+        callbacks=callbacks,
     )
-    return times.seconds[1]
+    return callbacks[0].durations[1]
 
 
 def main() -> None:
@@ -219,7 +237,8 @@ def main() -> None:
     labels = rng.integers(0, 10, EXTRACT_IMAGES)
     results = {"device": device.device_kind, "peaks": peaks, "rows": [], "skipped": []}
     flops = {}
-    for backbone, size in SIZES.items():
+    for backbone in dict.fromkeys(backbone for _, backbone, _, _ in plan()):
+        size = SIZES[backbone]
         if (backbone, size) in STORED_GFLOP:
             flops[backbone], source = STORED_GFLOP[backbone, size] * 1e9, "stored, XLA CPU"
         else:
@@ -251,9 +270,16 @@ def main() -> None:
                 rate, compile_s = measure_extraction(backbone, size, precision, batch, images)
                 flop = flops[backbone]
             else:
-                rate, compile_s = measure_fine_tune(
-                    backbone, size, precision, batch, images, labels
+                rate, compile_s, overhead = measure_fine_tune(
+                    backbone,
+                    size,
+                    precision,
+                    batch,
+                    images,
+                    labels,
+                    overhead="input_overhead" not in results,
                 )
+                results["input_overhead"] = overhead or results.get("input_overhead")
                 flop = 3 * flops[backbone]
         except Exception as error:  # noqa: BLE001 - report the row, go on with the next
             reason = "out of memory" if out_of_memory(error) else str(error).splitlines()[0][:80]
@@ -289,14 +315,23 @@ def rate_of(results, kind, backbone, precision, batch):
 
 
 def project(results, head_s: float) -> None:
-    """Wall time of whole pipelines from the measured rates (CIFAR-10: 35k/15k/10k)."""
+    """Wall time of whole pipelines from the measured rates (CIFAR-10: 35k/15k/10k): arithmetic
+    over loops the stages do not run as such; gpu_pipeline.py times the real pipeline."""
     precision = "mixed_bfloat16"
     recipes = {
         # name: backbone, head epochs, fine-tune epochs, fine-tune batch
-        "default (seed recipe: xception 224, 15 + 15 epochs)": ("xception", 15, 15, RECIPE_BATCH),
-        "strong (efficientnetv2_s 384, 3 + 10 epochs)": ("efficientnetv2_s", 3, 10, STRONG_BATCH),
+        f"default (seed recipe: {SEED} {SIZES[SEED]}, 15 + 15 epochs)": (
+            SEED,
+            15,
+            15,
+            RECIPE_BATCH,
+        ),
+        f"strong ({STRONG} {SIZES[STRONG]}, 3 + 10 epochs)": (STRONG, 3, 10, STRONG_BATCH),
     }
-    print(f"\nprojected wall time on this device, {precision}, excluding Python start-up:")
+    print(
+        f"\nprojection from these rates (arithmetic, not a run: gpu_pipeline.py times the "
+        f"pipeline), {precision}, start-up and compilation not counted:"
+    )
     for name, (backbone, head_epochs, ft_epochs, ft_batch) in recipes.items():
         extract = rate_of(results, "extract", backbone, precision, FEATURE_BATCH)
         extract_ft = rate_of(results, "extract", backbone, precision, RECIPE_BATCH)

@@ -36,7 +36,7 @@ def main() -> None:
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_class_names, load_features, load_split
     from transfer_pipeline.evaluation import per_class_table, summarize
-    from transfer_pipeline.feeding import ArrayBatches
+    from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import load_model
 
@@ -50,10 +50,10 @@ def main() -> None:
         _, labels = load_split(args.prepared, split)
         features[split] = load_features(args.features, split, len(labels), width)
     batch = params["features"]["batch_size"]
-    fine_tuned = classifier.predict(ArrayBatches(test_x, None, batch), verbose=0)
+    fine_tuned = predict_in_batches(classifier, test_x, batch)
     # Arrays go through ArrayBatches too: Keras' own array feeding on TensorFlow logs an op
     # definition error (MapDataset use_unbounded_threadpool) under op determinism.
-    head_only = head.predict(ArrayBatches(np.asarray(features["test"]), None, batch), verbose=0)
+    head_only = predict_in_batches(head, np.asarray(features["test"]), batch)
 
     names = np.asarray(class_names)
     with outputs:

@@ -43,6 +43,7 @@ def main() -> None:
         EpochLog,
         FailOnNonFiniteLoss,
         LiveEpochs,
+        UnpaddedValLoss,
     )
     from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
@@ -93,7 +94,7 @@ def main() -> None:
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=settings["label_smoothing"]
                 ),
-                metrics=["accuracy"],
+                weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
                 jit_compile=compute.jit_compile(params),
             )
         synchronize_batchnorm(classifier, setup.synchronized_batchnorm)  # the head's
@@ -120,6 +121,7 @@ def main() -> None:
             shuffle=False,  # ArrayBatches shuffles, seeded per epoch
             verbose=0,
             callbacks=[
+                UnpaddedValLoss(val),
                 log,
                 FailOnNonFiniteLoss("fine_tune", "fine_tune.lr"),
                 checkpoints,  # before LiveEpochs: an epoch is logged once its checkpoint exists

@@ -32,6 +32,7 @@ def main() -> None:
         EpochLog,
         FailOnNonFiniteLoss,
         LiveEpochs,
+        UnpaddedValLoss,
     )
     from transfer_pipeline.data import load_class_names, load_features, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
@@ -55,19 +56,21 @@ def main() -> None:
         head.compile(
             optimizer=optimizer(settings["optimizer"], params["lr"], settings["momentum"]),
             loss="categorical_crossentropy",
-            metrics=["accuracy"],
+            weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
             jit_compile=compute.jit_compile(params),
         )
     with outputs:
         live = open_live(outputs.path(args.live))
         started = time.monotonic()
+        val = ArrayBatches(*inputs["val"], settings["batch_size"])
         head.fit(
             ArrayBatches(*inputs["train"], settings["batch_size"], shuffle_seed=params["seed"]),
-            validation_data=ArrayBatches(*inputs["val"], settings["batch_size"]),
+            validation_data=val,
             epochs=settings["epochs"],
             shuffle=False,  # ArrayBatches shuffles, seeded per epoch
             verbose=0,
             callbacks=[
+                UnpaddedValLoss(val),
                 EpochLog(
                     "train_head",
                     settings["epochs"],

@@ -315,7 +315,8 @@ MODULE_ORDER = [
     "test_backbones.py",
     "test_training_options.py",
     "test_params.py",
-    "test_download.py",  # ... to here
+    "test_download.py",
+    "test_bench.py",  # ... to here
     "test_experiments.py",  # the costliest modules first
     "test_backends.py",
     "test_safety.py",
@@ -331,6 +332,7 @@ MODULE_ORDER = [
     "test_report_html.py",
     "test_split.py",
     "test_precision.py",
+    "test_feeding.py",
 ]
 
 

@@ -4,15 +4,18 @@ between backends.
 One real `dvc exp run -S compute.backend=jax evaluate` (module fixture) in a process tree
 where `import tensorflow` raises, with two forced XLA CPU devices: the training stages run
 data-parallel over both (keras.distribution.DataParallel). It stops at evaluate, the last stage
-that runs a model on the chosen backend.
+that runs a model on the chosen backend. JAX logs every compilation it does, and every Keras
+CallbackList of the stages records whether Keras may dispatch steps asynchronously.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,11 @@ def jax_run(pipeline, tmp_path_factory):
     assert blocked.returncode != 0 and "blocked in this test" in blocked.stderr
     # Up to evaluate: the export stages convert on TensorFlow (blocked here) whatever the
     # backend, and the report follows the export stages.
-    result = repo.dvc("exp", "run", "-S", "compute.backend=jax", "evaluate", env=jax_env())
+    repo.dispatch_record = repo.path.parent / "callback-dispatch.jsonl"
+    recording = {"JAX_LOG_COMPILES": "1", "RECORD_CALLBACK_DISPATCH": str(repo.dispatch_record)}
+    result = repo.dvc(
+        "exp", "run", "-S", "compute.backend=jax", "evaluate", env={**jax_env(), **recording}
+    )
     repo.log = result.stdout + result.stderr
     return repo
 
@@ -68,6 +75,29 @@ def test_training_stages_run_data_parallel_over_two_cpu_devices_on_jax(jax_run):
     for stage in ("features", "evaluate"):
         assert jax_run.json(STAGE_METRICS[stage])["compute"].endswith("; none x1"), stage
     assert "backend=jax" in jax_run.log and "replicas=2" in jax_run.log
+
+
+def test_the_stages_callbacks_let_keras_dispatch_every_step_asynchronously_on_jax(jax_run):
+    """Keras' own CallbackList decides: a batch hook that is not async-safe would make every
+    step wait for the device (and turn its logs into Python floats)."""
+    records = [json.loads(line) for line in jax_run.dispatch_record.read_text().splitlines()]
+    callbacks = {record["script"]: set() for record in records}
+    for record in records:
+        callbacks[record["script"]] |= set(record["callbacks"])
+        assert record["train"] and record["test"] and record["predict"], record
+    assert {"EpochLog", "FailOnNonFiniteLoss"} <= callbacks["train_head"]
+    assert {"EpochLog", "FailOnNonFiniteLoss", "Checkpoints"} <= callbacks["fine_tune"]
+    assert "_PredictProgress" in callbacks["features"]
+    assert "evaluate" in callbacks
+
+
+def test_each_step_compiles_once_per_stage_run_on_jax(jax_run):
+    """No second batch shape reaches a compiled step. Counted over the run: train_head and
+    fine_tune fit once each (a train and a test step each), features predicts its three splits
+    with one model and evaluate with two, so these totals mean one compilation of each step per
+    stage run and model."""
+    compiled = Counter(re.findall(r"Compiling jit\((\w+_step)\)", jax_run.log))
+    assert compiled == {"train_step": 2, "test_step": 2, "predict_step": 3}
 
 
 def test_jax_reaches_the_tensorflow_runs_accuracy_band(jax_run, pipeline):

@@ -1,4 +1,9 @@
-"""Callbacks of both training stages: the epoch line, the NaN guard, DVCLive, a test hook."""
+"""Callbacks of both training stages: the epoch line, the NaN guard, DVCLive, a test hook.
+
+None of them makes a step wait for the device: no batch hook, or one Keras may run on its
+thread pool (`async_safe`). A batch hook without it turns Keras' asynchronous dispatch off and
+converts the logs to Python floats after every step (keras/src/callbacks/callback_list.py).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ class EpochLog(keras.callbacks.Callback):
     """One line per epoch with the metrics, the epoch time and the ETA of the stage; an epoch
     that runs longer than a minute also shows its progress (a bar, or a line per 10 % in CI)."""
 
+    # The batch hook only moves the bar (thread-safe); Keras waits for it before epoch end.
+    async_safe = True
+
     def __init__(self, stage: str, epochs: int, images_per_epoch: int, batch_size: int):
         super().__init__()
         self.stage, self.epochs, self.images = stage, epochs, images_per_epoch
@@ -31,7 +39,7 @@ class EpochLog(keras.callbacks.Callback):
         self.bar = ProgressBar(self.images, label, unit=" images", every=0.1, delay=60)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(min(self.batch_size, self.images - self.bar.done))
+        self.bar.update(min(self.batch_size, self.images - batch * self.batch_size))
 
     def on_epoch_end(self, epoch, logs=None):
         self.bar.close()
@@ -48,22 +56,35 @@ class EpochLog(keras.callbacks.Callback):
 
 
 class FailOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop at the first NaN/Inf loss with an error naming the epoch: never save a NaN model."""
+    """Stop at the end of the first epoch whose loss is NaN/Inf, with an error naming it: never
+    save a NaN model. The epoch's loss is the mean over its batches: one NaN batch makes it NaN.
+    Checked once per epoch, not per batch: a per-batch check would wait for every step."""
 
     def __init__(self, stage: str, lr_key: str):
         super().__init__()
         self.stage, self.lr_key = stage, lr_key
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise PipelineError(
-                f"{self.stage}: the loss became {float(loss)} in epoch {self.epoch + 1} "
-                f"(batch {batch + 1}); nothing was saved. Lower {self.lr_key} and run again"
+                f"{self.stage}: the loss became {float(loss)} in epoch {epoch + 1}; nothing was "
+                f"saved. Lower {self.lr_key} and run again"
             )
+
+
+class UnpaddedValLoss(keras.callbacks.Callback):
+    """Keras divides val_loss by every validation row fed, the padding that completes the last
+    batch (weight 0, feeding.py) included: scale it to the mean over the real rows. First in
+    the list, so that the other callbacks and the history see the mean."""
+
+    def __init__(self, validation):
+        super().__init__()
+        self.factor = validation.rows_fed / len(validation.x)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_loss" in logs:
+            logs["val_loss"] *= self.factor
 
 
 class AfterEpochHook(keras.callbacks.Callback):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .feeding import ArrayBatches
+from .feeding import predict_in_batches
 from .progress import ProgressBar
 
 
 class _PredictProgress(keras.callbacks.Callback):
+    # The batch hook only moves the bar (thread-safe); Keras waits for it before predict ends.
+    async_safe = True
+
     def __init__(self, total_images: int, batch_size: int, label: str):
         super().__init__()
         self.bar = ProgressBar(total_images, label, unit=" images")
         self.batch_size, self.total = batch_size, total_images
 
     def on_predict_batch_end(self, batch, logs=None):
-        self.bar.update(min(self.batch_size, self.total - self.bar.done))
+        self.bar.update(min(self.batch_size, self.total - batch * self.batch_size))
 
     def on_predict_end(self, logs=None):
         self.bar.close()
@@ -24,7 +27,6 @@ class _PredictProgress(keras.callbacks.Callback):
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int, label: str):
     """Pooled features (float32) for uint8 images, in order."""
-    data = ArrayBatches(images, None, batch_size)
     progress = _PredictProgress(len(images), batch_size, f"features {label}")
-    features = extractor.predict(data, verbose=0, callbacks=[progress])
+    features = predict_in_batches(extractor, images, batch_size, callbacks=[progress])
     return features.astype(np.float32)

@@ -2,13 +2,15 @@
 
 In a terminal a bar redraws in place; under ``CI=true`` (or when output is not a terminal)
 it prints one line per quarter (or per ``every``), so logs stay short. With ``delay`` nothing
-is shown until that many seconds have passed (progress inside a long epoch only).
+is shown until that many seconds have passed (progress inside a long epoch only). Updates may
+come from several threads (Keras runs async-safe batch hooks on a thread pool).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 
@@ -42,8 +44,13 @@ class ProgressBar:
         self.every, self.delay = every, delay
         self.next_line = every
         self.drawn = False
+        self.lock = threading.Lock()
 
     def update(self, amount: float) -> None:
+        with self.lock:
+            self._advance(amount)
+
+    def _advance(self, amount: float) -> None:
         self.done += amount
         fraction = self.done / self.total if self.total else 0.0
         elapsed = time.monotonic() - self.start
@@ -70,5 +77,6 @@ class ProgressBar:
         return f"{value * self.scale:.1f}" if self.scale != 1 else str(int(round(value)))
 
     def close(self) -> None:
-        if self.drawn:
-            print(file=sys.stderr, flush=True)
+        with self.lock:
+            if self.drawn:
+                print(file=sys.stderr, flush=True)

@@ -143,9 +143,9 @@ class KerasRuntime(Runtime):
         return self.predict_batches(images, batch_size=max(1, len(images)))
 
     def predict_batches(self, images, batch_size=64):
-        from .feeding import ArrayBatches  # not Keras' array feeding: see stages/evaluate.py
+        from .feeding import predict_in_batches  # not Keras' array feeding: see stages/evaluate.py
 
-        return self.model.predict(ArrayBatches(images, None, batch_size), verbose=0)
+        return predict_in_batches(self.model, images, batch_size)
 
 
 def _side(path, shape) -> int:

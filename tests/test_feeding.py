@@ -1,0 +1,59 @@
+"""ArrayBatches: every batch full (one compiled shape per step), the results those of the rows."""
+
+import keras
+import numpy as np
+import pytest
+
+from transfer_pipeline.callbacks import UnpaddedValLoss
+from transfer_pipeline.feeding import ArrayBatches, one_hot, predict_in_batches
+from transfer_pipeline.model import build_head
+
+N, BATCH, CLASSES = 30, 8, 3
+
+
+def _rows(batches: ArrayBatches) -> list[np.ndarray]:
+    batches.on_epoch_begin()
+    return [batches[index][0][:, 0].astype(int) for index in range(len(batches))]
+
+
+def test_training_fills_the_last_batch_from_the_start_of_the_epochs_order():
+    x = np.arange(N)[:, None]
+    batches = ArrayBatches(x, one_hot(np.zeros(N, int), CLASSES), BATCH, shuffle_seed=0)
+    for _ in range(2):
+        rows = _rows(batches)
+        assert {len(batch) for batch in rows} == {BATCH}
+        order = np.concatenate(rows)
+        assert sorted(order[:N]) == list(range(N)), "every row once per epoch ..."
+        np.testing.assert_array_equal(order[N:], order[: len(order) - N])  # ... a few twice
+    resumed = ArrayBatches(x, one_hot(np.zeros(N, int), CLASSES), BATCH, 0, first_epoch=1)
+    np.testing.assert_array_equal(np.concatenate(_rows(resumed)), order)
+
+
+def test_validation_padding_weighs_nothing_and_the_metrics_are_those_of_the_real_rows():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2 * N, 4)).astype(np.float32)
+    labels = one_hot(rng.integers(0, CLASSES, 2 * N), CLASSES)
+    val = ArrayBatches(features[N:], labels[N:], BATCH)
+    *_, weights = val[len(val) - 1]
+    np.testing.assert_array_equal(weights, [1] * (N % BATCH) + [0] * (BATCH - N % BATCH))
+    keras.utils.set_random_seed(0)
+    head = build_head(4, [8], 0.1, CLASSES)
+    head.compile("adam", "categorical_crossentropy", weighted_metrics=["accuracy"])
+    history = head.fit(
+        ArrayBatches(features[:N], labels[:N], BATCH, shuffle_seed=0),
+        validation_data=val,
+        epochs=2,
+        verbose=0,
+        shuffle=False,
+        callbacks=[UnpaddedValLoss(val)],
+    )
+    unpadded = head.evaluate(features[N:], labels[N:], batch_size=N, verbose=0, return_dict=True)
+    assert history.history["val_accuracy"][-1] == unpadded["accuracy"]
+    assert history.history["val_loss"][-1] == pytest.approx(unpadded["loss"], rel=1e-6)
+
+
+def test_predictions_in_full_batches_are_those_of_a_partial_last_batch_cut_back_to_the_rows():
+    features = np.random.default_rng(1).normal(size=(N, 4)).astype(np.float32)
+    head = build_head(4, [8], 0.1, CLASSES)
+    predicted = predict_in_batches(head, features, BATCH)
+    np.testing.assert_array_equal(predicted, head.predict(features, batch_size=BATCH, verbose=0))
