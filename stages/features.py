@@ -36,6 +36,7 @@ def main() -> None:
     select_backend(params["compute"]["backend"])
 
     import numpy as np
+    from numpy.lib.format import open_memmap
 
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_split
@@ -74,10 +75,17 @@ def main() -> None:
     with outputs:
         for split in SPLITS:
             images, _ = load_split(args.prepared, split)
+            features = open_memmap(
+                outputs.path(args.features) / f"{split}.npy",
+                mode="w+",
+                dtype=np.float32,
+                shape=(len(images), extractor.output.shape[-1]),
+            )
             started = time.monotonic()
-            features = extract_features(running, images, params["features"]["batch_size"], split)
+            extract_features(running, images, params["features"]["batch_size"], split, features)
             images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)
-            np.save(outputs.path(args.features) / f"{split}.npy", features)
+            features.flush()
+            del features  # closes the memory map
         save_model(extractor, outputs.path(args.extractor))
         outputs.write_json(
             args.metrics,

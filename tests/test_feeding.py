@@ -57,3 +57,25 @@ def test_predictions_in_full_batches_are_those_of_a_partial_last_batch_cut_back_
     head = build_head(4, [8], 0.1, CLASSES)
     predicted = predict_in_batches(head, features, BATCH)
     np.testing.assert_array_equal(predicted, head.predict(features, batch_size=BATCH, verbose=0))
+
+
+def test_features_are_written_chunk_by_chunk_into_a_memory_map(tmp_path, monkeypatch):
+    """extract_features fills the stage's memory-mapped .npy a few batches at a time: the
+    same numbers as one predict over the whole split."""
+    from numpy.lib.format import open_memmap
+
+    from transfer_pipeline import features as extraction
+
+    monkeypatch.setattr(extraction, "CHUNK_BATCHES", 2)  # 19 rows in batches of 4: 3 chunks
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).integers(0, 256, (19, 6, 6, 3), dtype=np.uint8)
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(
+        inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(5, 3)(inputs))
+    )
+    out = open_memmap(tmp_path / "train.npy", mode="w+", dtype=np.float32, shape=(19, 5))
+    extraction.extract_features(model, images, 4, "train", out)
+    out.flush()
+    del out
+    whole = predict_in_batches(model, images, 4)
+    np.testing.assert_array_equal(np.load(tmp_path / "train.npy"), whole)

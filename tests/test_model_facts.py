@@ -4,8 +4,15 @@ import keras
 import numpy as np
 import pytest
 
+from transfer_pipeline.features import extract_features
 from transfer_pipeline.feeding import one_hot
-from transfer_pipeline.model import backbone_of, batchnorm_statistics, build_classifier, load_model
+from transfer_pipeline.model import (
+    backbone_of,
+    batchnorm_statistics,
+    build_classifier,
+    load_model,
+    twin_extractor,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +29,12 @@ def saved(pipeline):
         # CPU kernels round differently per batch size: compare at the stage's own batch.
         "batch": pipeline.params()["features"]["batch_size"],
         "unfreeze": pipeline.params()["fine_tune"]["unfreeze"],
+        "model": pipeline.params()["model"],
+        # "<backend>; <devices>; <precision> (<why>); ...": mixed_bfloat16 on a CPU with
+        # native bfloat16 under compute.precision auto (test_precision.py), else float32.
+        "extraction_precision": pipeline.json("metrics/features.json")["compute"]
+        .split("; ")[2]
+        .split(" ")[0],
     }
 
 
@@ -68,9 +81,18 @@ def test_saved_models_reload_in_safe_mode_with_the_same_predictions(saved):
 
 
 def test_head_on_cached_features_equals_head_inside_the_frozen_model(saved):
-    """The cached-features shortcut is exact: same weights, same predictions."""
-    features = saved["extractor"].predict(saved["test_x"], batch_size=saved["batch"], verbose=0)
-    np.testing.assert_allclose(features, saved["test_features"], rtol=1e-5, atol=1e-6)
-    on_features = saved["head"].predict(saved["test_features"], verbose=0)
-    full = build_classifier(saved["extractor"], saved["head"]).predict(saved["test_x"], verbose=0)
+    """The cached-features shortcut is exact: same weights, same predictions. The stored
+    features are the saved extractor's (its bfloat16 twin's on a CPU with native bfloat16)."""
+    extractor, images, batch = saved["extractor"], saved["test_x"], saved["batch"]
+    running = extractor
+    if saved["extraction_precision"] != "float32":
+        model = saved["model"]
+        running = twin_extractor(
+            extractor, model["backbone"], model["image_size"], saved["extraction_precision"]
+        )
+    stored = extract_features(running, images, batch, "test")
+    np.testing.assert_allclose(stored, saved["test_features"], rtol=1e-5, atol=1e-6)
+    features = extract_features(extractor, images, batch, "test")  # float32, as training sees
+    on_features = saved["head"].predict(features, verbose=0)
+    full = build_classifier(extractor, saved["head"]).predict(images, verbose=0)
     np.testing.assert_allclose(full, on_features, atol=1e-5)
