@@ -172,8 +172,13 @@ def _workers(value):
 
 
 def worker_count(value) -> int:
-    """compute.workers as a number: ``all`` is every core this process may use."""
-    return len(os.sched_getaffinity(0)) if value == "all" else value
+    """compute.workers as a number: ``all`` is every core this process may use (every core
+    where the system cannot say: macOS has no CPU affinity)."""
+    if value != "all":
+        return value
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _formats(value):
