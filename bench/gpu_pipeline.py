@@ -31,8 +31,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from synthetic import write_cifar10_tarball  # noqa: E402
+
+from transfer_pipeline.dvcfile import written_paths  # noqa: E402
 
 LEFT_OUT = {
     "export": "converts on TensorFlow (not on the device)",
@@ -88,15 +90,11 @@ def in_dependency_order(stages: dict) -> list[str]:
     first, for `dvc exp show`'s columns): a stage comes after every stage whose outputs it
     reads."""
 
-    def written(body: dict) -> list[str]:
-        entries = [e for kind in ("outs", "metrics", "plots") for e in body.get(kind) or []]
-        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-
     def reads(later: str, earlier: str) -> bool:
         return any(
             dep == out or dep.startswith(f"{out}/") or out.startswith(f"{dep}/")
             for dep in stages[later].get("deps") or []
-            for out in written(stages[earlier])
+            for out in written_paths(stages[earlier])
         )
 
     remaining, order = [name for name in stages if name not in LEFT_OUT], []

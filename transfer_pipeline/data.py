@@ -5,6 +5,7 @@ TensorFlow-free on purpose: the prepare stage starts in a second and bad input f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -362,31 +363,28 @@ def image_suffixes() -> frozenset[str]:
 
 def read_image(path: Path, size: int) -> np.ndarray:
     """The one way prepare and predict read an image file: RGB, size x size, uint8."""
+    with _opened(path) as image:
+        decode_at_least(image, 2 * size)
+        return resize_for_model(image, size)
+
+
+def check_image_header(path: Path) -> None:
+    """What can be known without decoding: Pillow identifies the file and its size is not a
+    decompression bomb (the pixels are decoded later, when the split is stored)."""
+    with _opened(path):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """The image file opened by Pillow; any reason it cannot be read is an UnreadableImage."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                decode_at_least(image, 2 * size)
-                return resize_for_model(image, size)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
-        raise UnreadableImage(f"{path} ({reason})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise UnreadableImage(f"{path} ({type(error).__name__})") from None
-
-
-def check_image_header(path: Path) -> None:
-    """What can be known without decoding: Pillow identifies the file and its size is not a
-    decompression bomb (the pixels are decoded later, when the split is stored)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path):
-                pass
+                yield image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
         raise UnreadableImage(f"{path} ({reason})") from None

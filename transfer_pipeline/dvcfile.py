@@ -27,7 +27,8 @@ def _stages() -> dict:
     return stages if isinstance(stages, dict) else {}
 
 
-def _paths(body: dict, kinds=_KINDS) -> list[str]:
+def written_paths(body: dict, kinds=_KINDS) -> list[str]:
+    """The outs, metrics and plots (or only ``kinds``) of a stage's definition, as written."""
     entries = [entry for kind in kinds for entry in body.get(kind) or []]
     return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries]
 
@@ -54,7 +55,7 @@ def declared_params(stage: str) -> list[str]:
 def declared_outputs(stage: str) -> list[str]:
     """The paths dvc.yaml declares for ``stage`` (``export@onnx`` for a foreach stage)."""
     body, item = _stage(stage)
-    paths = _paths(body)
+    paths = written_paths(body)
     if any("${item}" in path for path in paths) and not item:
         raise PipelineError(f"{stage} is a foreach stage: name its item ({stage}@<item>)")
     return [os.path.normpath(path.replace("${item}", item)) for path in paths]
@@ -67,7 +68,7 @@ def rebuild_hint(path) -> str:
     for name, definition in _stages().items():
         if not isinstance(definition, dict):
             continue
-        for out in _paths(definition.get("do", definition), kinds=("outs",)):  # DVC-cached
+        for out in written_paths(definition.get("do", definition), kinds=("outs",)):  # DVC-cached
             stage = name
             if "${item}" in out:  # a foreach stage: export@<format> writes models/export/<format>
                 prefix = out.split("${item}")[0]
