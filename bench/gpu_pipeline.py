@@ -110,7 +110,9 @@ def stage_commands(folder: Path) -> dict[str, list[str]]:
     stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
     commands = {}
     for name in in_dependency_order(stages):
-        python, *arguments = shlex.split(stages[name]["cmd"])
+        # One process per stage here: the launcher prefix (empty in params.yaml) is left out.
+        cmd = stages[name]["cmd"].replace("${compute.launcher}", "")
+        python, *arguments = shlex.split(cmd)
         assert python == "python" and arguments[0] == "-m", stages[name]["cmd"]
         commands[name] = [sys.executable, str(ROOT / "bench/stage_clock.py"), *arguments]
     return commands

@@ -7,6 +7,7 @@
 import argparse
 from pathlib import Path
 
+from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
@@ -28,6 +29,7 @@ def main() -> None:
         files=[args.per_class, args.predictions],
         live=args.live,
         inputs=[args.prepared, args.features, args.head, args.model],
+        writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
@@ -62,7 +64,7 @@ def main() -> None:
         )
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
-        live = open_live(outputs.path(args.live))
+        live = open_live(outputs.path(args.live), outputs.writer)
         log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
         live.log_sklearn_plot(
             "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
@@ -32,6 +33,7 @@ def main() -> None:
         files=[args.extractor, args.metrics],
         folders=[args.features],
         inputs=[args.prepared],
+        writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
@@ -41,7 +43,7 @@ def main() -> None:
     from transfer_pipeline import compute
     from transfer_pipeline.data import SPLITS, load_split
     from transfer_pipeline.expected_time import expected_on_two_cpus
-    from transfer_pipeline.features import extract_features
+    from transfer_pipeline.features import NOT_KEPT, extract_features
     from transfer_pipeline.model import build_feature_extractor, twin_extractor
     from transfer_pipeline.saving import save_model
 
@@ -75,16 +77,19 @@ def main() -> None:
     with outputs:
         for split in SPLITS:
             images, _ = load_split(args.prepared, split)
-            features = open_memmap(
-                outputs.path(args.features) / f"{split}.npy",
-                mode="w+",
-                dtype=np.float32,
-                shape=(len(images), extractor.output.shape[-1]),
-            )
+            features = NOT_KEPT  # a multi-host run's other processes: process 0 writes
+            if outputs.writer:
+                features = open_memmap(
+                    outputs.path(args.features) / f"{split}.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(len(images), extractor.output.shape[-1]),
+                )
             started = time.monotonic()
             extract_features(running, images, params["features"]["batch_size"], split, features)
             images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)
-            features.flush()
+            if outputs.writer:
+                features.flush()
             del features  # closes the memory map
         save_model(extractor, outputs.path(args.extractor))
         outputs.write_json(

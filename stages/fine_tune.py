@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
@@ -32,6 +33,7 @@ def main() -> None:
         files=[args.model],
         live=args.live,
         inputs=[args.prepared, args.extractor, args.head],
+        writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
@@ -69,6 +71,7 @@ def main() -> None:
         RESUME_DIR,
         fingerprint("fine_tune", params),
         patience=settings["early_stopping_patience"],
+        writer=outputs.writer,
     )
     resume = checkpoints.resume_point()
     with setup.scope():
@@ -109,7 +112,7 @@ def main() -> None:
     val = ArrayBatches(val_x, one_hot(val_y, n_classes), settings["batch_size"])
     log = EpochLog("fine_tune", settings["epochs"], len(train_x), settings["batch_size"])
     with outputs:
-        live = open_live(outputs.path(args.live))
+        live = open_live(outputs.path(args.live), outputs.writer)
         for row in checkpoints.state["history"]:  # the epochs before a resume, logged again
             log_epoch(live, row)
         started = time.monotonic()

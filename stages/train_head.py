@@ -7,6 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
+from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
 from transfer_pipeline.errors import exit_on_pipeline_error
@@ -22,7 +23,11 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("train_head")
     outputs = StageOutputs.of_stage(
-        "train_head", files=[args.head], live=args.live, inputs=[args.prepared, args.features]
+        "train_head",
+        files=[args.head],
+        live=args.live,
+        inputs=[args.prepared, args.features],
+        writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
@@ -60,7 +65,7 @@ def main() -> None:
             jit_compile=compute.jit_compile(params),
         )
     with outputs:
-        live = open_live(outputs.path(args.live))
+        live = open_live(outputs.path(args.live), outputs.writer)
         started = time.monotonic()
         val = ArrayBatches(*inputs["val"], settings["batch_size"])
         head.fit(

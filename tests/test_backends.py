@@ -6,6 +6,9 @@ where `import tensorflow` raises, with two forced XLA CPU devices: the training 
 data-parallel over both (keras.distribution.DataParallel). It stops at evaluate, the last stage
 that runs a model on the chosen backend. JAX logs every compilation it does, and every Keras
 CallbackList of the stages records whether Keras may dispatch steps asynchronously.
+
+Then the same run as two processes of one CPU device each (JAX's multi-process runtime, started
+by tests/launch_local.sh in place of srun), with one of them killed half-way and resumed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_of, new_repo, tool_env
+import yaml
+from conftest import copy_of, new_repo, stderr_lines, tool_env
 from PIL import Image
 
 from transfer_pipeline.compute import cpu_bfloat16_flag
@@ -194,3 +198,97 @@ def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(tmp_path):
         'error: compute.backend = jax but jax is not installed; run `pip install -e ".[jax]"` '
         "or choose another compute.backend"
     ]
+
+
+# --- Several processes: JAX's multi-process runtime (compute.distribute: multi_host) ---------
+
+LAUNCHER = "bash tests/launch_local.sh 2"  # stands in for srun: 2 processes on 127.0.0.1
+MULTI_HOST = ["-S", "compute.distribute=multi_host", "-S", f"compute.launcher={LAUNCHER}"]
+KILL_WORKER_AFTER_EPOCH_1 = (
+    'fine_tune:1:[ "$KERAS_DISTRIBUTION_PROCESS_ID" = 1 ] && kill -KILL $PPID'
+)
+
+
+@pytest.fixture(scope="module")
+def multi_host_run(jax_run, tmp_path_factory):
+    """The jax run again as 2 processes x 1 CPU device (jax_run: 1 process x 2 devices), the
+    same global batches. Processes other than 0 see the project read-only (a private
+    read-only mount): a write of theirs into it would fail the stage. The first `dvc exp run`
+    has worker 1 killed after fine_tune's first epoch; the second resumes."""
+    repo = copy_of(jax_run, tmp_path_factory.mktemp("multi-host") / "repo")
+    env = {**jax_env(devices=1), "READ_ONLY_OTHERS": "1"}
+    repo.killed = repo.dvc(
+        "exp",
+        "run",
+        *MULTI_HOST,
+        "evaluate",
+        check=False,
+        env={**env, "TL_AFTER_EPOCH": KILL_WORKER_AFTER_EPOCH_1},
+    )
+    repo.after_kill = {
+        "files": sorted(str(p.relative_to(repo.path)) for p in repo.path.rglob("*.partial-*")),
+        "model": (repo.path / "models/fine_tuned.keras").exists(),
+        "state": json.loads((repo.path / ".resume/fine_tune/state.json").read_text()),
+        "lock": yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"],
+    }
+    resumed = repo.dvc("exp", "run", *MULTI_HOST, "evaluate", env=env)
+    repo.log = resumed.stdout + resumed.stderr
+    return repo
+
+
+def test_killing_one_process_ends_the_stage_with_one_line_and_nothing_half_written(
+    multi_host_run,
+):
+    killed = multi_host_run.killed
+    assert killed.returncode != 0
+    assert multi_host_run.ran_stages(killed.stdout) == {"features", "train_head", "fine_tune"}
+    errors = [line for line in stderr_lines(killed) if line.startswith("error: ")]
+    # Process 1 was killed (no line); process 0's collective failed at once: one line.
+    assert len(errors) == 1, stderr_lines(killed)
+    assert errors[0].startswith("error: process 0 of 2: another process of this stage failed")
+    assert "nothing was replaced" in errors[0] and "Traceback" not in killed.stderr
+    after = multi_host_run.after_kill
+    assert after["files"] == [] and not after["model"]  # no partial file, no half model
+    assert after["state"]["epochs_done"] == 1  # process 0's checkpoint of epoch 1
+    # DVC recorded the two stages that finished, not fine_tune.
+    assert LAUNCHER in after["lock"]["train_head"]["cmd"]
+    assert LAUNCHER not in after["lock"]["fine_tune"]["cmd"]
+
+
+def test_the_next_run_resumes_the_multi_host_fine_tune(multi_host_run):
+    assert multi_host_run.ran_stages(multi_host_run.log) == {"fine_tune", "evaluate"}
+    assert "fine_tune: resuming after epoch 1" in multi_host_run.log
+    assert multi_host_run.json(STAGE_METRICS["fine_tune"])["resumed_after_epoch"] == 1
+
+
+def test_two_processes_give_the_metrics_of_one_process_over_two_devices(multi_host_run, jax_run):
+    """The same global batches in the same order, the same seed: the numbers agree to 1e-6
+    (measured here: equal to the last digit, features and predictions bit for bit)."""
+    for stage in ("train_head", "fine_tune", "evaluate"):
+        one, two = jax_run.json(STAGE_METRICS[stage]), multi_host_run.json(STAGE_METRICS[stage])
+        numbers = [k for k, v in one.items() if isinstance(v, float) and k != "seconds"]
+        numbers = [k for k in numbers if k != "images_per_s"]
+        assert numbers, stage
+        for key in numbers:
+            assert two[key] == pytest.approx(one[key], abs=1e-6), (stage, key)
+        assert two["compute"].endswith("; multi_host x2 (2 processes)"), stage
+    for split in ("train", "val", "test"):
+        np.testing.assert_allclose(
+            np.load(multi_host_run.path / f"data/features/{split}.npy"),
+            np.load(jax_run.path / f"data/features/{split}.npy"),
+            atol=1e-6,
+        )
+    one, two = (np.load(r.path / "eval/predictions.npz") for r in (jax_run, multi_host_run))
+    np.testing.assert_allclose(two["fine_tuned"], one["fine_tuned"], atol=1e-6)
+    np.testing.assert_array_equal(two["labels"], one["labels"])
+
+
+def test_only_process_0_writes_and_prints(multi_host_run):
+    """Process 1 ran every stage with the project mounted read-only, and the stages passed:
+    it wrote nothing there. The epoch lines are process 0's alone; each process says it
+    joined."""
+    assert multi_host_run.log.count("fine_tune epoch 2/2 ") == 1
+    assert "process=0/2" in multi_host_run.log and "process=1/2" in multi_host_run.log
+    lock = yaml.safe_load((multi_host_run.path / "dvc.lock").read_text())["stages"]
+    for stage in MODEL_STAGES:
+        assert lock[stage]["cmd"].strip().startswith(f"{LAUNCHER} python -m stages."), stage

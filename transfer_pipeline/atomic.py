@@ -10,6 +10,9 @@ siblings of a killed run are removed. Each output is written to a ``.partial-`` 
 unchanged and the outputs are moved into place with ``os.replace``. On any failure or Ctrl-C
 the partial files are removed and nothing is replaced. ``tl-predict --csv`` and the download
 use the same class without dvc.yaml (``StageOutputs(...)``).
+
+In a multi-host run only process 0 writes (``writer=False`` elsewhere): the other processes
+run the same code, but what they write goes to a private scratch folder, removed at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from .dvcfile import declared_outputs
@@ -103,10 +107,14 @@ class StageOutputs:
 
     ``live`` is a DVCLive folder: its ``metrics.json`` and ``plots/`` are the outputs (DVCLive
     cleans its folder when it starts, so it only ever sees the partial one).
+
+    ``writer=False`` (a multi-host run's processes but the first): the same checks, then
+    nothing in the project is touched; ``path`` gives places in a scratch folder.
     """
 
-    def __init__(self, stage: str, files=(), folders=(), inputs=(), live=None):
-        self.stage = stage
+    def __init__(self, stage: str, files=(), folders=(), inputs=(), live=None, writer=True):
+        self.stage, self.writer = stage, writer
+        self._scratch = None  # writer=False: the folder written instead, while the stage runs
         self.files = [Path(f) for f in files]
         self.folders = [Path(f) for f in folders]
         self.live = Path(live) if live is not None else None
@@ -119,12 +127,16 @@ class StageOutputs:
             check_replaceable(self.live, True, inputs, marked=False)
             check_replaceable(self.live / LIVE_METRICS, False, inputs)
             check_replaceable(self.live / LIVE_PLOTS, True, inputs, marked=False)
+        if not writer:
+            return
         self._discard()  # stale partials of a killed run
         self._make_partials()  # writable? (a read-only checkout or mount fails here) ...
         self._discard()  # ... then nothing is left until the stage starts writing
 
     @classmethod
-    def of_stage(cls, stage: str, files=(), folders=(), inputs=(), live=None) -> StageOutputs:
+    def of_stage(
+        cls, stage: str, files=(), folders=(), inputs=(), live=None, writer=True
+    ) -> StageOutputs:
         """A stage's outputs: each must be one that dvc.yaml declares for the stage."""
         declared = declared_outputs(stage)
         allowed = {_where(path) for path in declared}
@@ -138,19 +150,28 @@ class StageOutputs:
                     f"{stage}: refusing to write {what}{target}: dvc.yaml declares only "
                     f"{', '.join(declared)} for this stage; give those paths"
                 )
-        return cls(stage, files, folders, inputs, live)
+        return cls(stage, files, folders, inputs, live, writer)
 
     def path(self, target) -> Path:
         """Where to write ``target`` now: its partial sibling."""
         target = Path(target)
         if target not in self.targets:
             raise KeyError(f"{target} is not a declared output of {self.stage}")
+        if not self.writer:
+            return self._scratch / str(self.targets.index(target)) / target.name
         return partial_path(target)
 
     def write_json(self, target, data) -> None:
         self.path(target).write_text(json.dumps(data, indent=2) + "\n")
 
     def __enter__(self) -> StageOutputs:
+        if not self.writer:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"{self.stage}-not-written-"))
+            for target in self.targets:
+                self.path(target).parent.mkdir()
+                if target in self.folders or target == self.live:
+                    self.path(target).mkdir()
+            return self
         self._make_partials()
         return self
 
@@ -181,6 +202,9 @@ class StageOutputs:
                 )
 
     def __exit__(self, kind, error, traceback) -> bool:
+        if not self.writer:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            return False
         if error is not None:
             self._discard()
             if isinstance(error, OSError) and _is_write_failure(error):

@@ -3,9 +3,10 @@
 ``configure()`` runs before any model or tensor exists (logical devices and the global dtype
 policy can only be set then), after ``backend.select()`` chose the Keras backend.
 
-    backend      one device          several devices in one machine
-    tensorflow   default strategy    tf.distribute.MirroredStrategy
-    jax          no distribution     keras.distribution.DataParallel over the local devices
+    backend      one device          several devices in one machine   several machines
+    tensorflow   default strategy    tf.distribute.MirroredStrategy   -
+    jax          no distribution     DataParallel, local devices      DataParallel, every
+                                                                      process's (cluster.py)
 
 TensorFlow is imported only on the tensorflow backend.
 """
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+
+from . import cluster
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Compute:
     precision_reason: str
     distribute: str
     replicas: int = 1
+    processes: int = 1
     _strategy: object = field(default=None, repr=False)
 
     def scope(self):
@@ -45,13 +50,15 @@ class Compute:
 
     def describe(self) -> str:
         """One metrics value (one column in `dvc metrics show`), e.g.
-        ``jax 0.10.2; 2 x cpu; float32; mirrored x2``."""
+        ``jax 0.10.2; 2 x cpu; float32; mirrored x2``; a multi-host run names its processes
+        and its devices are this process's: ``...; multi_host x4 (2 processes)``."""
         kinds = sorted(set(self.devices))
         devices = ", ".join(f"{self.devices.count(kind)} x {kind}" for kind in kinds)
         return (
             f"{self.backend} {self.version}; {devices}; {self.precision} "
             f"({self.precision_reason}); "
             f"{self.distribute} x{self.replicas}"
+            + (f" ({self.processes} processes)" if self.processes > 1 else "")
         )
 
 
@@ -180,13 +187,19 @@ def _tensorflow_strategy(kind: str):
 
 
 def _jax_distribution(kind: str) -> int:
-    """Data parallel over this machine's devices; returns the number of replicas."""
+    """Data parallel over this machine's devices (mirrored) or every process's (multi_host);
+    returns the number of replicas."""
     import jax
 
     if kind == "none":
         return 1
-    devices = jax.local_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    devices = jax.devices() if kind == "multi_host" else jax.local_devices()
+    distribution = keras.distribution.DataParallel(devices=devices)
+    if kind == "multi_host":
+        # Each process feeds its own share of every batch (feeding.ArrayBatches); Keras
+        # assembles the global batch. Its auto-sharding would accept a tf.data.Dataset only.
+        distribution.auto_shard_dataset = False
+    keras.distribution.set_distribution(distribution)
     return len(devices)
 
 
@@ -211,17 +224,22 @@ def jax_compilation_cache() -> Path:
 
 def configure(params: dict, distributed: bool = True) -> Compute:
     """Seed everything, set the dtype policy, set up distribution (training stages only:
-    ``distributed=False`` runs on one device), print and return what the stage runs on."""
+    ``distributed=False`` runs on one device, or in a multi-host run on one device per
+    process, each predicting its share of the rows), print and return what the stage runs on."""
     settings = params["compute"]
     backend = _backend()
     distribute = resolve_distribute(settings["distribute"]) if distributed else "none"
-    strategy, replicas = None, 1
+    strategy, replicas, processes = None, 1, 1
     if backend == "tensorflow":
         strategy = _tensorflow_strategy(distribute)
         replicas = strategy.num_replicas_in_sync
     else:
         jax_compilation_cache()
-        replicas = _jax_distribution(distribute)
+        if cluster.multi_host(params):  # before any JAX computation
+            _, processes = cluster.start(params)
+            distribute = "multi_host"
+        replicas = _jax_distribution(distribute if distributed else "none")
+        replicas = replicas if distributed else processes
     precision, reason = resolve_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params["seed"])
@@ -232,11 +250,22 @@ def configure(params: dict, distributed: bool = True) -> Compute:
 
         tf.config.experimental.enable_op_determinism()
     compute = Compute(
-        backend, _version(), _device_kinds(), precision, reason, distribute, replicas, strategy
+        backend,
+        _version(),
+        _device_kinds(),
+        precision,
+        reason,
+        distribute,
+        replicas,
+        processes,
+        strategy,
     )
+    index, _ = cluster.this_process()
     print(
         f"compute: backend={backend} {compute.version} devices={compute.describe().split('; ')[1]}"
-        f" precision={precision} ({reason}) distribute={distribute} replicas={replicas}",
+        f" precision={precision} ({reason}) distribute={distribute} replicas={replicas}"
+        + (f" process={index}/{processes}" if processes > 1 else ""),
+        file=sys.stderr if index else sys.stdout,  # each process says it joined
         flush=True,
     )
     return compute

@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 
 
 class PipelineError(Exception):
     """A problem the user can fix: the message names the problem and the fix."""
+
+
+_explain_fault = None  # set by leave_at_once: an error of the run -> one line, or None
+
+
+def leave_at_once(explain_fault) -> None:
+    """In a multi-process run (cluster.py): leave on any error without Python's exit handlers.
+    JAX's shutdown barrier would wait for a process that died (heartbeat timeout, 100 s) and
+    then abort with a stack trace. ``explain_fault(error)`` gives one line for an error that
+    another process caused (None for others)."""
+    global _explain_fault
+    _explain_fault = explain_fault
+
+
+def _leave(code: int, message: str | None = None) -> None:
+    if message is not None:
+        message = " ".join(message.split())  # always one line
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if _explain_fault is None:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def exit_on_pipeline_error(main):
@@ -20,11 +45,15 @@ def exit_on_pipeline_error(main):
         try:
             return main(*args, **kwargs)
         except PipelineError as error:
-            message = " ".join(str(error).split())  # always one line
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            sys.exit(1)
+            _leave(1, str(error))
         except KeyboardInterrupt:
-            print("error: interrupted; nothing replaced", file=sys.stderr, flush=True)
-            sys.exit(130)
+            _leave(130, "interrupted; nothing replaced")
+        except Exception as error:
+            if _explain_fault is None:
+                raise
+            explained = _explain_fault(error)
+            if explained is None:  # a bug: its traceback, then leave like the others
+                traceback.print_exc()
+            _leave(1, explained)
 
     return wrapper

@@ -13,6 +13,16 @@ from .progress import ProgressBar
 CHUNK_BATCHES = 32  # batches per predict call: the features extraction holds at once
 
 
+class _NotKept:
+    """An ``out`` that keeps nothing (``extract_features(..., out=NOT_KEPT)``)."""
+
+    def __setitem__(self, rows, values) -> None:
+        pass
+
+
+NOT_KEPT = _NotKept()
+
+
 class _PredictProgress(keras.callbacks.Callback):
     # The batch hook only moves the bar (thread-safe); Keras waits for it before predict ends.
     async_safe = True

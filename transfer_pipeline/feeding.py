@@ -8,6 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
+from . import cluster
+from .errors import PipelineError
+
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
@@ -27,6 +30,11 @@ class ArrayBatches(keras.utils.PyDataset):
       `UnpaddedValLoss` (callbacks.py): Keras divides the loss by every row fed.
     - Prediction (no labels): `predict_in_batches` cuts the padding's outputs off.
 
+    In a multi-host run (cluster.py) each process gets its share of every batch: process i of
+    N the i-th of N equal slices, in the same seeded order. Keras (training) or
+    ``predict_in_batches`` (prediction) puts the slices back together, so `batch_size` stays
+    the global batch and N processes see the batches one process would.
+
     While a step runs, a thread gathers the next batch. Keras' own workers are not used: they
     start before `on_epoch_begin` sets the order, and serve batches left from an interrupted
     epoch (Keras' first look at the data) at the start of the next one.
@@ -35,6 +43,13 @@ class ArrayBatches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size: int, shuffle_seed: int | None = None, first_epoch=0):
         super().__init__()
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, shuffle_seed
+        self.process, self.processes = cluster.this_process()
+        if batch_size % self.processes:
+            raise PipelineError(
+                f"a batch of {batch_size} cannot be split evenly between {self.processes} "
+                f"processes; make the batch sizes in params.yaml multiples of {self.processes}"
+            )
+        self.share = batch_size // self.processes  # rows of each batch this process feeds
         self.epoch = first_epoch - 1
         self.order = np.arange(len(x))
         self.rows_fed = len(self) * batch_size  # the padding or repeated rows included
@@ -52,7 +67,8 @@ class ArrayBatches(keras.utils.PyDataset):
         return batch
 
     def _gather(self, index: int):
-        positions = np.arange(index * self.batch_size, (index + 1) * self.batch_size)
+        first = index * self.batch_size + self.process * self.share
+        positions = np.arange(first, first + self.share)
         rows = self.order[positions % len(self.x)]
         if self.y is None:
             return (self.x[rows],)
@@ -68,6 +84,15 @@ class ArrayBatches(keras.utils.PyDataset):
 
 
 def predict_in_batches(model: keras.Model, x, batch_size: int, callbacks=None) -> np.ndarray:
-    """`model.predict` over `x` in full batches; the padding's outputs are cut off."""
+    """`model.predict` over `x` in full batches; the padding's outputs are cut off. In a
+    multi-host run each process predicts its share of every batch on its own device, and
+    every process gets all the rows back, in order."""
     batches = ArrayBatches(x, None, batch_size)
-    return model.predict(batches, verbose=0, callbacks=callbacks)[: len(x)]
+    predicted = model.predict(batches, verbose=0, callbacks=callbacks)
+    if batches.processes > 1:
+        # (process, batch, row of the share) -> (batch, process, row): the batches' order
+        shares = cluster.gather(predicted).reshape(
+            batches.processes, len(batches), batches.share, -1
+        )
+        predicted = shares.transpose(1, 0, 2, 3).reshape(len(batches) * batch_size, -1)
+    return predicted[: len(x)]

@@ -15,11 +15,21 @@ import pandas as pd
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def open_live(folder):
-    """A fresh DVCLive logger writing to ``folder``."""
+def open_live(folder, writer: bool = True):
+    """A fresh DVCLive logger writing to ``folder``; ``writer=False`` (a multi-host run's
+    processes but the first) logs nothing: DVCLive also writes into the project's .dvc/tmp."""
+    if not writer:
+        return _NotLogged()
     from dvclive import Live
 
     return Live(str(folder), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+class _NotLogged:
+    """A DVCLive logger that keeps nothing: every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def log_epoch(live, values: dict) -> None:

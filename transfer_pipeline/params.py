@@ -25,9 +25,10 @@ CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 DATASETS = ("cifar10", "cifar100", "image_folder")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-# No multi-machine option: tf.distribute.MultiWorkerMirroredStrategy does not train under
-# Keras 3.15 (docs/gpus-and-clusters.md).
-DISTRIBUTE = ("auto", "none", "mirrored")
+# multi_host is JAX's multi-process runtime (cluster.py); TensorFlow has no multi-machine option:
+# tf.distribute.MultiWorkerMirroredStrategy does not train under Keras 3.15
+# (docs/gpus-and-clusters.md).
+DISTRIBUTE = ("auto", "none", "mirrored", "multi_host")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_int8")  # transfer_pipeline/export.py
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
 RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
@@ -171,6 +172,14 @@ def _workers(value):
     return None, "all, or an integer >= 1 (processes decoding images in prepare)"
 
 
+def _launcher(value):
+    if value is None:
+        return "", None
+    if isinstance(value, str) and "\n" not in value:
+        return value.strip(), None
+    return None, 'a command prefix on one line, e.g. "srun --kill-on-bad-exit=1", or ""'
+
+
 def worker_count(value) -> int:
     """compute.workers as a number: ``all`` is every core this process may use (every core
     where the system cannot say: macOS has no CPU affinity)."""
@@ -230,6 +239,7 @@ SCHEMA = {
     "compute.jit_compile": _choice("auto", True, False),
     "compute.distribute": _choice(*DISTRIBUTE),
     "compute.workers": _workers,
+    "compute.launcher": _launcher,
     "export.formats": _formats,
     "export.latency_runs": _int(1, 10000),
     "export.calibration_images": _int(1, 10000),
@@ -294,6 +304,18 @@ def _cross_checks(p: dict) -> list[str]:
         )
     if p["fine_tune.warmup_epochs"] >= p["fine_tune.epochs"] and p["fine_tune.warmup_epochs"]:
         problems.append("fine_tune.warmup_epochs must be smaller than fine_tune.epochs")
+    if p["compute.distribute"] == "multi_host" and p["compute.backend"] != "jax":
+        problems.append(
+            "compute.distribute = multi_host runs on JAX's multi-process runtime; set "
+            "compute.backend = jax (TensorFlow's multi-worker strategy does not train under "
+            "Keras 3)"
+        )
+    if p["compute.launcher"] and p["compute.distribute"] != "multi_host":
+        problems.append(
+            f"compute.launcher = {p['compute.launcher']!r} starts a stage on several hosts; "
+            'set compute.distribute = multi_host too, or compute.launcher to "" (every host '
+            "would otherwise train alone and write the same outputs)"
+        )
     return problems
 
 

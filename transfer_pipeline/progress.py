@@ -13,6 +13,13 @@ import sys
 import threading
 import time
 
+_muted = False  # a multi-host run's processes but the first show no progress (cluster.py)
+
+
+def mute() -> None:
+    global _muted
+    _muted = True
+
 
 def quiet_logs() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stderr.isatty()
@@ -61,7 +68,7 @@ class ProgressBar:
             f"({fraction:.0%}, {rate}{self.unit}/s, {format_seconds(elapsed)} elapsed, "
             f"ETA {format_seconds(eta)})"
         )
-        if elapsed < self.delay:
+        if elapsed < self.delay or _muted:
             return
         if not self.quiet:
             bar = "#" * int(30 * fraction)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import yaml
 
+from . import cluster
 from .atomic import write_json_file
 from .live import HISTORY_KEYS
 from .model import load_model
@@ -22,13 +24,23 @@ class Checkpoints(keras.callbacks.Callback):
 
     A run killed mid-epoch resumes from the last completed one. The folder carries a fingerprint
     of everything the stage depends on, so a checkpoint from other params is never reused.
+
+    In a multi-host run every process resumes from the folder (shared by every host) and
+    only process 0 writes there (``writer``); the others save the same files (saving runs
+    collectives every process must join) into a scratch folder of their own.
     """
 
     def __init__(
-        self, folder: Path, fingerprint: str, monitor: str = "val_accuracy", patience: int = 0
+        self,
+        folder: Path,
+        fingerprint: str,
+        monitor: str = "val_accuracy",
+        patience: int = 0,
+        writer: bool = True,
     ):
         super().__init__()
         self.folder, self.fingerprint = Path(folder), fingerprint
+        self.written = self.folder if writer else _not_kept(self.folder)
         self.monitor, self.patience = monitor, patience
         self.state = {"fingerprint": fingerprint, "epochs_done": 0, "history": [], "best": None}
 
@@ -59,15 +71,18 @@ class Checkpoints(keras.callbacks.Callback):
 
     def best_weights_path(self) -> Path | None:
         best = self.state.get("best")
-        return self.folder / best["file"] if best else None
+        if not best:
+            return None
+        here = self.written / best["file"]  # saved by this process, or resumed from the folder
+        return here if here.exists() else self.folder / best["file"]
 
     # -- writing ---------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_KEYS}
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.written.mkdir(parents=True, exist_ok=True)
         previous = dict(self.state)
         latest = f"epoch-{epoch + 1}.keras"
-        self.model.save(self.folder / latest)
+        self.model.save(self.written / latest)
         best = self.state["best"]
         if best is None or logs.get(self.monitor, -np.inf) > best["value"]:
             best = {
@@ -75,7 +90,7 @@ class Checkpoints(keras.callbacks.Callback):
                 "value": logs.get(self.monitor),
                 "file": f"best-{epoch + 1}.weights.h5",
             }
-            self.model.save_weights(self.folder / best["file"])
+            self.model.save_weights(self.written / best["file"])
         self.state = {
             "fingerprint": self.fingerprint,
             "epochs_done": epoch + 1,
@@ -87,10 +102,10 @@ class Checkpoints(keras.callbacks.Callback):
             ],
         }
         # state.json is the commit point: written atomically after the files it names.
-        write_json_file(self.folder / "state.json", self.state)
+        write_json_file(self.written / "state.json", self.state)
         for stale in (previous.get("latest"), (previous.get("best") or {}).get("file")):
             if stale and stale not in (latest, best["file"]):
-                (self.folder / stale).unlink(missing_ok=True)
+                (self.written / stale).unlink(missing_ok=True)
         if self.patience and epoch + 1 - best["epoch"] >= self.patience:
             print(
                 f"early stopping: no better {self.monitor} for {self.patience} epochs", flush=True
@@ -98,7 +113,17 @@ class Checkpoints(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.written, ignore_errors=True)
+
+
+def _not_kept(folder: Path) -> Path:
+    """Where another process of a multi-host run saves its checkpoints: a temporary folder of
+    its own, the same for every run (what a killed run left is removed here)."""
+    index, _ = cluster.this_process()
+    digest = hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"transfer-pipeline-not-kept-{digest}-{index}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    return scratch
 
 
 def _seed_states(model: keras.Model) -> list:
