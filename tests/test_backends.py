@@ -292,3 +292,27 @@ def test_only_process_0_writes_and_prints(multi_host_run):
     lock = yaml.safe_load((multi_host_run.path / "dvc.lock").read_text())["stages"]
     for stage in MODEL_STAGES:
         assert lock[stage]["cmd"].strip().startswith(f"{LAUNCHER} python -m stages."), stage
+
+
+def test_multi_host_without_a_launcher_is_one_line_before_keras_loads(tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    repo.set_params({"compute": {"backend": "jax", "distribute": "multi_host"}})
+    unset = {name: "" for name in ("KERAS_DISTRIBUTION_PROCESS_ID", "SLURM_PROCID")}
+    result = repo.run(
+        sys.executable,
+        "-m",
+        "stages.train_head",
+        "data/prepared",
+        "data/features",
+        "models/head.keras",
+        "dvclive/train_head",
+        check=False,
+        env={**unset, "OMPI_COMM_WORLD_RANK": ""},
+    )
+    assert result.returncode == 1
+    (line,) = stderr_lines(result)
+    assert "keras" not in result.stderr.replace(line, "").lower()  # nothing loaded before
+    assert line.startswith(
+        "error: compute.distribute = multi_host but this process was not started by a launcher"
+    )
+    assert "set compute.launcher (e.g. srun)" in line

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from transfer_pipeline import cluster
 from transfer_pipeline.callbacks import UnpaddedValLoss
+from transfer_pipeline.errors import PipelineError
 from transfer_pipeline.feeding import ArrayBatches, one_hot, predict_in_batches
 from transfer_pipeline.model import build_head
 
@@ -79,3 +81,26 @@ def test_features_are_written_chunk_by_chunk_into_a_memory_map(tmp_path, monkeyp
     del out
     whole = predict_in_batches(model, images, 4)
     np.testing.assert_array_equal(np.load(tmp_path / "train.npy"), whole)
+
+
+@pytest.mark.parametrize("shuffle_seed", [0, None])
+def test_in_a_multi_host_run_each_process_feeds_its_share_of_the_same_global_batches(
+    shuffle_seed, monkeypatch
+):
+    """Process i of 2 gets the i-th half of every batch; Keras (and predict_in_batches) put
+    the halves together in process order: the batches one process would feed."""
+    x, y = np.arange(N)[:, None], one_hot(np.arange(N) % CLASSES, CLASSES)
+    alone = _rows(ArrayBatches(x, y, BATCH, shuffle_seed))
+    shares = []
+    for process in range(2):
+        monkeypatch.setattr(cluster, "_process", (process, 2))
+        shares.append(_rows(ArrayBatches(x, y, BATCH, shuffle_seed)))
+    assert [len(batch) for batch in shares[0]] == [BATCH // 2] * len(alone)
+    for index, batch in enumerate(alone):
+        np.testing.assert_array_equal(np.concatenate([shares[0][index], shares[1][index]]), batch)
+
+
+def test_a_batch_that_does_not_split_evenly_between_the_processes_is_one_line(monkeypatch):
+    monkeypatch.setattr(cluster, "_process", (0, 3))
+    with pytest.raises(PipelineError, match="a batch of 8 cannot be split evenly between 3 "):
+        ArrayBatches(np.zeros((N, 1)), None, BATCH)

@@ -168,3 +168,33 @@ def test_the_expected_time_is_the_measured_rates_arithmetic_and_only_for_their_s
     assert expected_on_two_cpus(measured, "mixed_bfloat16", sizes) is None
     for other in ({"backbone": "resnet50"}, {"image_size": 299}, {"backend": "jax"}):
         assert expected_on_two_cpus({**measured, **other}, "float32", sizes) is None
+
+
+@pytest.mark.parametrize(
+    "compute, message",
+    [
+        (
+            {"distribute": "multi_host"},  # on the default backend, tensorflow
+            "compute.distribute = multi_host runs on JAX's multi-process runtime; set "
+            "compute.backend = jax",
+        ),
+        (
+            {"launcher": "srun"},  # without multi_host every host would train alone
+            "compute.launcher = 'srun' starts a stage on several hosts; set "
+            "compute.distribute = multi_host too",
+        ),
+        ({"launcher": "srun\nrm -rf ."}, "a command prefix on one line"),
+    ],
+)
+def test_multi_host_settings_that_cannot_work_are_refused_in_one_line(compute, message):
+    raw = default_params()
+    raw["compute"].update(compute)
+    with pytest.raises(ParamError, match=message.replace("(", r"\(")) as error:
+        validate(raw)
+    assert "\n" not in str(error.value)
+
+
+def test_multi_host_with_a_launcher_on_jax_is_accepted():
+    raw = default_params()
+    raw["compute"].update(backend="jax", distribute="multi_host", launcher=" srun -N 2 ")
+    assert validate(raw)["compute"]["launcher"] == "srun -N 2"
