@@ -50,7 +50,7 @@ def main() -> None:
     # Precision and seed; inference runs on one device (see below).
     setup = compute.configure(params, distributed=False)
     backbone = params["model"]
-    for warning in warnings_about(params):
+    for warning in warnings_about(params) if outputs.writer else []:  # one process says it
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
     sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}

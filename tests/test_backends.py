@@ -294,9 +294,11 @@ def test_only_process_0_writes_and_prints(multi_host_run):
         assert lock[stage]["cmd"].strip().startswith(f"{LAUNCHER} python -m stages."), stage
 
 
-def test_multi_host_without_a_launcher_is_one_line_before_keras_loads(tmp_path):
+def test_a_launcher_that_gives_no_process_index_is_one_line_before_keras_loads(tmp_path):
+    """The stage run as a launcher without the variables would run it (`env` runs it once)."""
     repo = new_repo(tmp_path / "repo")
-    repo.set_params({"compute": {"backend": "jax", "distribute": "multi_host"}})
+    compute = {"backend": "jax", "distribute": "multi_host", "launcher": "env"}
+    repo.set_params({"compute": compute})
     unset = {name: "" for name in ("KERAS_DISTRIBUTION_PROCESS_ID", "SLURM_PROCID")}
     result = repo.run(
         sys.executable,
@@ -313,6 +315,8 @@ def test_multi_host_without_a_launcher_is_one_line_before_keras_loads(tmp_path):
     (line,) = stderr_lines(result)
     assert "keras" not in result.stderr.replace(line, "").lower()  # nothing loaded before
     assert line.startswith(
-        "error: compute.distribute = multi_host but this process was not started by a launcher"
+        "error: compute.distribute = multi_host but this process has no process index from "
+        "its launcher (none of KERAS_DISTRIBUTION_PROCESS_ID, SLURM_PROCID, "
+        "OMPI_COMM_WORLD_RANK is set)"
     )
-    assert "set compute.launcher (e.g. srun)" in line
+    assert "compute.launcher must start every process with them (srun and mpirun do)" in line

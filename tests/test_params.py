@@ -184,6 +184,11 @@ def test_the_expected_time_is_the_measured_rates_arithmetic_and_only_for_their_s
             "compute.distribute = multi_host too",
         ),
         ({"launcher": "srun\nrm -rf ."}, "a command prefix on one line"),
+        (
+            {"backend": "jax", "distribute": "multi_host"},  # nothing would start the others
+            "compute.distribute = multi_host needs compute.launcher, the command that starts "
+            "each model stage on every host",
+        ),
     ],
 )
 def test_multi_host_settings_that_cannot_work_are_refused_in_one_line(compute, message):

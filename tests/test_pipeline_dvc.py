@@ -76,6 +76,10 @@ def status_copy(pipeline, tmp_path_factory):
             {"compute": {"backend": "jax"}},
             {"features", "train_head", "fine_tune", "evaluate"},
         ),
+        (  # the launcher is in the model stages' command too
+            {"compute": {"backend": "jax", "distribute": "multi_host", "launcher": "srun"}},
+            {"features", "train_head", "fine_tune", "evaluate"},
+        ),
         ({"export": {"latency_runs": 5}}, EXPORTS),
         # A format removed: its stage is gone, the others stay valid; only the report changes.
         ({"export": {"formats": ["onnx"]}}, {"report"}),

@@ -33,9 +33,9 @@ from .errors import PipelineError
 # Kubernetes), SLURM's srun, Open MPI's mpirun. JAX's cluster detection reads the same ones.
 PROCESS_INDEX_VARIABLES = ("KERAS_DISTRIBUTION_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
 HOW_TO_LAUNCH = (
-    "set compute.launcher (e.g. srun) or start the stage with KERAS_DISTRIBUTION_JOB_ADDRESSES, "
-    "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID set "
-    "(docs/gpus-and-clusters.md)"
+    "compute.launcher must start every process with them (srun and mpirun do) or with "
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and "
+    "KERAS_DISTRIBUTION_PROCESS_ID (docs/gpus-and-clusters.md)"
 )
 # Words in the errors JAX raises when another process of the run is gone.
 _LOST_PEER = ("gloo", "nccl", "peer", "coordination", "heartbeat", "barrier", "connection")
@@ -44,7 +44,11 @@ _process: tuple[int, int] | None = None  # (index, count) once start() joined th
 
 
 def multi_host(params: dict) -> bool:
-    return params["compute"]["distribute"] == "multi_host"
+    """Whether this stage runs as several processes: ``compute.launcher`` is set. Params
+    validation makes that the same as ``compute.distribute: multi_host``; extraction and
+    evaluation declare only the launcher, so switching between none and mirrored (the
+    training stages' business) does not rerun them."""
+    return bool(params["compute"]["launcher"])
 
 
 def launched_index(params: dict) -> int:
@@ -57,8 +61,8 @@ def launched_index(params: dict) -> int:
         if value.isdigit():
             return int(value)
     raise PipelineError(
-        "compute.distribute = multi_host but this process was not started by a launcher "
-        f"(none of {', '.join(PROCESS_INDEX_VARIABLES)} is set); {HOW_TO_LAUNCH}"
+        "compute.distribute = multi_host but this process has no process index from its "
+        f"launcher (none of {', '.join(PROCESS_INDEX_VARIABLES)} is set); {HOW_TO_LAUNCH}"
     )
 
 

@@ -310,6 +310,12 @@ def _cross_checks(p: dict) -> list[str]:
             "compute.backend = jax (TensorFlow's multi-worker strategy does not train under "
             "Keras 3)"
         )
+    if p["compute.distribute"] == "multi_host" and not p["compute.launcher"]:
+        problems.append(
+            "compute.distribute = multi_host needs compute.launcher, the command that starts "
+            'each model stage on every host, e.g. "srun --kill-on-bad-exit=1" '
+            "(docs/gpus-and-clusters.md)"
+        )
     if p["compute.launcher"] and p["compute.distribute"] != "multi_host":
         problems.append(
             f"compute.launcher = {p['compute.launcher']!r} starts a stage on several hosts; "
