@@ -179,19 +179,18 @@ def test_same_params_and_seed_give_the_same_metrics_on_jax_cpu(jax_run):
     assert after["compute"] == before["compute"]
 
 
+def _train_head_by_hand(repo, env: dict):
+    """train_head's command from dvc.yaml, run by hand (no DVC, no launcher)."""
+    arguments = ["data/prepared", "data/features", "models/head.keras", "dvclive/train_head"]
+    command = [sys.executable, "-m", "stages.train_head", *arguments]
+    return repo.run(*command, check=False, env=env)
+
+
 def test_a_backend_that_is_not_installed_is_one_line_naming_the_extra(tmp_path):
     repo = new_repo(tmp_path / "repo")
     repo.set_params({"compute": {"backend": "jax"}})
-    result = repo.run(
-        sys.executable,
-        "-m",
-        "stages.train_head",
-        "data/prepared",
-        "data/features",
-        "models/head.keras",
-        "dvclive/train_head",
-        check=False,
-        env={"PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "jax"},
+    result = _train_head_by_hand(
+        repo, {"PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "jax"}
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
@@ -299,18 +298,8 @@ def test_a_launcher_that_gives_no_process_index_is_one_line_before_keras_loads(t
     repo = new_repo(tmp_path / "repo")
     compute = {"backend": "jax", "distribute": "multi_host", "launcher": "env"}
     repo.set_params({"compute": compute})
-    unset = {name: "" for name in ("KERAS_DISTRIBUTION_PROCESS_ID", "SLURM_PROCID")}
-    result = repo.run(
-        sys.executable,
-        "-m",
-        "stages.train_head",
-        "data/prepared",
-        "data/features",
-        "models/head.keras",
-        "dvclive/train_head",
-        check=False,
-        env={**unset, "OMPI_COMM_WORLD_RANK": ""},
-    )
+    unset = ("KERAS_DISTRIBUTION_PROCESS_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
+    result = _train_head_by_hand(repo, {name: "" for name in unset})
     assert result.returncode == 1
     (line,) = stderr_lines(result)
     assert "keras" not in result.stderr.replace(line, "").lower()  # nothing loaded before
