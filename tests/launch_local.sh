@@ -13,7 +13,9 @@ pids=()
 for ((index = 0; index < count; index++)); do
     if [ "$index" -gt 0 ] && [ "${READ_ONLY_OTHERS:-0}" = 1 ]; then
         KERAS_DISTRIBUTION_PROCESS_ID=$index unshare --map-root-user --mount sh -c \
-            'mount --bind "$PWD" "$PWD" && mount -o remount,ro,bind "$PWD" && cd "$PWD" && exec "$@"' \
+            'mount --bind "$PWD" "$PWD" && mount -o remount,ro,bind "$PWD" && cd "$PWD" &&
+             echo "launch_local: process $KERAS_DISTRIBUTION_PROCESS_ID sees $PWD read-only" >&2 &&
+             exec "$@"' \
             sh "$@" &
     else
         KERAS_DISTRIBUTION_PROCESS_ID=$index "$@" &

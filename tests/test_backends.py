@@ -265,8 +265,8 @@ def test_two_processes_give_the_metrics_of_one_process_over_two_devices(multi_ho
     (measured here: equal to the last digit, features and predictions bit for bit)."""
     for stage in ("train_head", "fine_tune", "evaluate"):
         one, two = jax_run.json(STAGE_METRICS[stage]), multi_host_run.json(STAGE_METRICS[stage])
-        numbers = [k for k, v in one.items() if isinstance(v, float) and k != "seconds"]
-        numbers = [k for k in numbers if k != "images_per_s"]
+        timings = ("seconds", "images_per_s")
+        numbers = [k for k, v in one.items() if isinstance(v, float) and k not in timings]
         assert numbers, stage
         for key in numbers:
             assert two[key] == pytest.approx(one[key], abs=1e-6), (stage, key)
@@ -286,6 +286,8 @@ def test_only_process_0_writes_and_prints(multi_host_run):
     """Process 1 ran every stage with the project mounted read-only, and the stages passed:
     it wrote nothing there. The epoch lines are process 0's alone; each process says it
     joined."""
+    read_only = f"launch_local: process 1 sees {multi_host_run.path} read-only"
+    assert multi_host_run.log.count(read_only) == 2  # fine_tune's and evaluate's process 1
     assert multi_host_run.log.count("fine_tune epoch 2/2 ") == 1
     assert "process=0/2" in multi_host_run.log and "process=1/2" in multi_host_run.log
     lock = yaml.safe_load((multi_host_run.path / "dvc.lock").read_text())["stages"]

@@ -238,8 +238,7 @@ def configure(params: dict, distributed: bool = True) -> Compute:
         if cluster.multi_host(params):  # before any JAX computation
             _, processes = cluster.start(params)
             distribute = "multi_host"
-        replicas = _jax_distribution(distribute if distributed else "none")
-        replicas = replicas if distributed else processes
+        replicas = _jax_distribution(distribute) if distributed else processes
     precision, reason = resolve_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params["seed"])
