@@ -161,7 +161,8 @@ def extraction_throughput(backbone, image_size, n_images, peak, dtype_policy=Non
 
 def compare_precisions(real_size: bool) -> None:
     """float32 vs mixed_bfloat16 on this machine: the facts `compute.precision: auto` uses."""
-    from transfer_pipeline.compute import cpu_bfloat16_flag, resolve_precision
+    from transfer_pipeline.compute import cpu_bfloat16_flag
+    from transfer_pipeline.precision import NOISE
 
     backbone, size, n_images, batch = (
         ("xception", 224, 200, 16) if real_size else ("resnet50", 32, 1024, 32)
@@ -171,8 +172,6 @@ def compare_precisions(real_size: bool) -> None:
         f"machine: {os.cpu_count()} CPU cores, native bfloat16 flag: {flag or 'none'}; "
         f"Keras {keras.__version__} on {keras.backend.backend()} {backend_version()}"
     )
-    for frozen_only, stage in ((True, "features"), (False, "train_head, fine_tune")):
-        print(f"  auto picks for {stage}: %s (%s)" % resolve_precision("auto", frozen_only))
     policies = ("float32", "mixed_bfloat16")
     peaks = {p: matmul_flops_per_second(dtype=p.removeprefix("mixed_")) for p in policies}
     for p in policies:
@@ -210,7 +209,7 @@ def compare_precisions(real_size: bool) -> None:
 
     print(f"\n[{backbone} at {size} px] fine-tuning, batch {batch}, 6 steps, Adam 1e-5")
     y1 = one_hot(y, 10)
-    start_weights = None
+    start_weights, step_rates = None, {}
     for p in policies:
         keras.utils.set_random_seed(0)
         extractor = build_feature_extractor(backbone, 32, size, None, p)
@@ -229,10 +228,23 @@ def compare_precisions(real_size: bool) -> None:
             started = time.perf_counter()
             losses.append(float(model.train_on_batch(x[rows], y1[rows])))
             seconds.append(time.perf_counter() - started)
+        step_rates[p] = batch / min(seconds[1:])
         print(
-            f"  {p:15} step {min(seconds[1:]) * 1e3:7.0f} ms (first, with compiling: "
-            f"{seconds[0]:.0f} s); loss {' '.join(f'{v:.4f}' for v in losses)}"
+            f"  {p:15} step {min(seconds[1:]) * 1e3:7.0f} ms = {step_rates[p]:.1f} images/s "
+            f"(first, with compiling: {seconds[0]:.0f} s); "
+            f"loss {' '.join(f'{v:.4f}' for v in losses)}"
         )
+    print(f"  bfloat16 speed-up {step_rates['mixed_bfloat16'] / step_rates['float32']:.2f}x")
+
+    def picked(per_policy: dict) -> str:
+        faster = per_policy["mixed_bfloat16"] > per_policy["float32"] * (1 + NOISE)
+        return "mixed_bfloat16" if faster and flag else "float32"
+
+    print(
+        f"\ncompute.precision auto's rule on these rates (bfloat16 only if more than "
+        f"{NOISE:.0%} faster, and only with a native flag): extraction "
+        f"{picked({p: max(r) for p, r in rates.items()})}, training {picked(step_rates)}"
+    )
 
 
 def pipeline_overhead(backbone, image_size, n_images, batch):

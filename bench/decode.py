@@ -5,7 +5,7 @@
 
 The photos are synthetic but photo-like (smooth light, hard edges, fine texture and sensor
 noise, JPEG quality 90, every third one with an EXIF rotation): no real photos can be
-downloaded here. For each model input size it times `data.read_image` (the one reader of
+downloaded here. For each model input size it times `images.read_image` (the one reader of
 prepare and tl-predict, which scales JPEGs while decoding) against the same resize after a
 full decode, and reports the pixel difference between the two (uint8 levels).
 """
@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transfer_pipeline.data import read_image, resize_for_model  # noqa: E402
+from transfer_pipeline.images import read_image, resize_for_model  # noqa: E402
 
 WIDTH, HEIGHT = 4000, 3000
 

@@ -1,7 +1,8 @@
 """Stage evaluate: test-set metrics of the fine-tuned model and of the head alone.
 
     python -m stages.evaluate data/prepared data/features models/head.keras \
-        models/fine_tuned.keras dvclive/evaluate eval/per_class.csv eval/predictions.npz
+        models/fine_tuned.keras dvclive/evaluate eval/per_class.csv eval/predictions.npz \
+        compute/evaluate.json
 """
 
 import argparse
@@ -22,11 +23,12 @@ def main() -> None:
     parser.add_argument("live", type=Path, help="DVCLive folder: metrics.json, confusion plot")
     parser.add_argument("per_class", type=Path, help="output CSV: precision/recall/F1 per class")
     parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
+    parser.add_argument("compute", type=Path, help="output JSON: what the stage ran on")
     args = parser.parse_args()
     params = load_params("evaluate")
     outputs = StageOutputs.of_stage(
         "evaluate",
-        files=[args.per_class, args.predictions],
+        files=[args.per_class, args.predictions, args.compute],
         live=args.live,
         inputs=[args.prepared, args.features, args.head, args.model],
         writer=cluster.writes(params),
@@ -36,11 +38,11 @@ def main() -> None:
     import numpy as np
 
     from transfer_pipeline import compute
-    from transfer_pipeline.data import SPLITS, load_class_names, load_features, load_split
     from transfer_pipeline.evaluation import per_class_table, summarize
     from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import load_model
+    from transfer_pipeline.store import SPLITS, load_class_names, load_features, load_split
 
     setup = compute.configure(params, distributed=False)
     class_names = load_class_names(args.prepared)
@@ -65,11 +67,12 @@ def main() -> None:
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
             np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
         live = open_live(outputs.path(args.live), outputs.writer)
-        log_summary(live, summarize(test_y, fine_tuned, head_only) | {"compute": setup.describe()})
+        log_summary(live, summarize(test_y, fine_tuned, head_only))
         live.log_sklearn_plot(
             "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
         )
         live.end()
+        outputs.write_json(args.compute, setup.record())
 
 
 if __name__ == "__main__":

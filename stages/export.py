@@ -41,9 +41,9 @@ def main() -> None:
     import numpy as np
 
     from transfer_pipeline import runtimes
-    from transfer_pipeline.data import load_split
     from transfer_pipeline.export import check_parity, convert, size_bytes
     from transfer_pipeline.model import load_model
+    from transfer_pipeline.store import load_split
 
     test_x, test_y = load_split(args.prepared, "test")
     keras_side = np.load(args.predictions)
@@ -65,7 +65,7 @@ def main() -> None:
         check_parity(args.format, accuracy, keras_accuracy, tolerance)
         runs = params["latency_runs"]
         metrics = {
-            "test_accuracy": round(accuracy, 6),
+            "runtime_test_accuracy": round(accuracy, 6),
             "latency_ms": round(runtimes.median_latency_ms(runtime, test_x, runs), 3),
             "images_per_s": round(runtimes.images_per_s(runtime, test_x), 1),
             "size_mb": round(size_bytes(exported) / 2**20, 2),

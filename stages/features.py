@@ -26,54 +26,83 @@ def main() -> None:
     parser.add_argument("features", type=Path, help="output folder: <split>.npy per split")
     parser.add_argument("extractor", type=Path, help="output: the frozen extractor (.keras)")
     parser.add_argument("metrics", type=Path, help="output JSON: feature width, images/s")
+    parser.add_argument("compute", type=Path, help="output JSON: what the stage ran on")
     args = parser.parse_args()
     params = load_params("features")  # validate before paying for Keras and its backend
     outputs = StageOutputs.of_stage(
         "features",
-        files=[args.extractor, args.metrics],
+        files=[args.extractor, args.metrics, args.compute],
         folders=[args.features],
         inputs=[args.prepared],
         writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
+    import keras
     import numpy as np
     from numpy.lib.format import open_memmap
 
     from transfer_pipeline import compute
-    from transfer_pipeline.data import SPLITS, load_split
     from transfer_pipeline.expected_time import expected_on_two_cpus
     from transfer_pipeline.features import NOT_KEPT, extract_features
+    from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.model import build_feature_extractor, twin_extractor
+    from transfer_pipeline.precision import TIMING_BATCH, images_per_s, under_policy
     from transfer_pipeline.saving import save_model
+    from transfer_pipeline.store import SPLITS, load_split
 
     # Precision and seed; inference runs on one device (see below).
-    setup = compute.configure(params, distributed=False)
+    setup = compute.configure(params, distributed=False, announce=False)
     backbone = params["model"]
     for warning in warnings_about(params) if outputs.writer else []:  # one process says it
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    precision, reason = compute.resolve_precision(params["compute"]["precision"], frozen_only=True)
-    sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
+    train_x, _ = load_split(args.prepared, "train")
+    timed_images = train_x[:TIMING_BATCH]
+
+    def extraction_rate(policy: str) -> float:
+        """The stage's own extraction (predict_in_batches) of a few images in ``policy``."""
+        model = under_policy(
+            policy,
+            lambda: build_feature_extractor(
+                backbone["backbone"], train_x.shape[1], backbone["image_size"], None
+            ),
+        )
+        return images_per_s(
+            lambda: predict_in_batches(model, timed_images, len(timed_images)), len(timed_images)
+        )
+
     setting = {key: backbone[key] for key in ("backbone", "image_size")}
+    timing = None
+    if not cluster.multi_host(params):  # every process must choose alike: no timing there
+        timing = compute.Timing(
+            "extraction",
+            setting | {"stored_size": train_x.shape[1], "batch": len(timed_images)},
+            extraction_rate,
+        )
+    precision, reason = compute.resolve_precision(params["compute"]["precision"], timing)
+    keras.utils.set_random_seed(params["seed"])  # as if no model had been built for timing
+    # The saved extractor has the training stages' precision (float32 on a CPU, where
+    # fine_tune times its own); extraction may run in another, on a twin with the same weights.
+    saved = setup.precision
+    setup.precision, setup.precision_reason = precision, reason
+    if precision != saved:
+        setup.precision_reason = f"{reason}; saved in {saved}"
+    setup.announce()
+    sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
     setting["backend"] = params["compute"]["backend"]
     expected = expected_on_two_cpus(setting, precision, sizes)
     if expected and set(setup.devices) == {"cpu"}:  # the rates are a CPU's
         print(f"features: {expected}", flush=True)
-    train_x, _ = load_split(args.prepared, "train")
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
     extractor = build_feature_extractor(
         backbone["backbone"], train_x.shape[1], backbone["image_size"], backbone["weights"]
     )
-    # The saved extractor has the training stages' precision; under auto on a CPU with native
-    # bfloat16 the extraction alone runs in mixed bfloat16, on a twin with the same weights.
     running = extractor
-    if precision != setup.precision:
+    if precision != saved:
         running = twin_extractor(extractor, backbone["backbone"], backbone["image_size"], precision)
-        setup.precision, setup.precision_reason = precision, f"{reason}, saved {setup.precision}"
-        print(f"features: extraction in {precision} ({reason})", flush=True)
-    images_per_s = {}
+    rates = {}
     with outputs:
         for split in SPLITS:
             images, _ = load_split(args.prepared, split)
@@ -87,7 +116,7 @@ def main() -> None:
                 )
             started = time.monotonic()
             extract_features(running, images, params["features"]["batch_size"], split, features)
-            images_per_s[split] = round(len(images) / (time.monotonic() - started), 1)
+            rates[split] = round(len(images) / (time.monotonic() - started), 1)
             if outputs.writer:
                 features.flush()
             del features  # closes the memory map
@@ -96,11 +125,11 @@ def main() -> None:
             args.metrics,
             {
                 "feature_width": int(extractor.output.shape[-1]),
-                "images_per_s": images_per_s["train"],  # the largest split: the steadiest
-                "compute": setup.describe(),
+                "images_per_s": rates["train"],  # the largest split: the steadiest
             },
         )
-    print(f"features: {extractor.output.shape[-1]} per image; images/s {images_per_s}", flush=True)
+        outputs.write_json(args.compute, setup.record())
+    print(f"features: {extractor.output.shape[-1]} per image; images/s {rates}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Resumable: after each epoch a checkpoint goes to .resume/fine_tune/ (not a DVC o
 `dvc repro` after a crash or kill continues from the last completed epoch).
 
     python -m stages.fine_tune data/prepared models/feature_extractor.keras models/head.keras \
-        models/fine_tuned.keras dvclive/fine_tune
+        models/fine_tuned.keras dvclive/fine_tune compute/fine_tune.json
 """
 
 import argparse
@@ -26,11 +26,12 @@ def main() -> None:
     for name in ("prepared", "extractor", "head", "model"):
         parser.add_argument(name, type=Path)
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
+    parser.add_argument("compute", type=Path, help="output JSON: what the stage ran on")
     args = parser.parse_args()
     params = load_params("fine_tune")
     outputs = StageOutputs.of_stage(
         "fine_tune",
-        files=[args.model],
+        files=[args.model, args.compute],
         live=args.live,
         inputs=[args.prepared, args.extractor, args.head],
         writer=cluster.writes(params),
@@ -47,7 +48,6 @@ def main() -> None:
         LiveEpochs,
         UnpaddedValLoss,
     )
-    from transfer_pipeline.data import load_class_names, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
     from transfer_pipeline.live import log_epoch, log_summary, open_live
     from transfer_pipeline.model import (
@@ -55,17 +55,55 @@ def main() -> None:
         build_classifier,
         load_model,
         synchronize_batchnorm,
+        twin_extractor,
         unfreeze,
     )
     from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
+    from transfer_pipeline.precision import TIMING_TRAIN_BATCH, images_per_s
     from transfer_pipeline.resume import Checkpoints, fingerprint
     from transfer_pipeline.saving import save_model
+    from transfer_pipeline.store import load_class_names, load_split
 
-    setup = compute.configure(params)
-    settings = params["fine_tune"]
+    setup = compute.configure(params, announce=False)
+    settings, model = params["fine_tune"], params["model"]
     n_classes = len(load_class_names(args.prepared))
     (train_x, train_y), (val_x, val_y) = (load_split(args.prepared, s) for s in ("train", "val"))
     steps_per_epoch = -(-len(train_x) // settings["batch_size"])
+
+    def compiled_classifier(policy: str, quiet: bool = False) -> keras.Model:
+        """Extractor + head with the base unfrozen, compiled; the extractor in ``policy`` (a
+        twin with the same weights where the saved one has another)."""
+        extractor, head = load_model(args.extractor), load_model(args.head)
+        if policy != saved_precision:
+            extractor = twin_extractor(extractor, model["backbone"], model["image_size"], policy)
+        augment_seed = params["seed"] if settings["augment"] else None
+        classifier = build_classifier(extractor, head, augment_seed)
+        trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
+        if not quiet:
+            print(f"fine_tune: {trainable} backbone weight tensors trainable", flush=True)
+        lr = settings["lr"]
+        if settings["schedule"] == "cosine":
+            lr = cosine_with_warmup(
+                lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch
+            )
+        # Changing `trainable` only takes effect after compile(): compile after unfreezing.
+        classifier.compile(
+            optimizer=optimizer(
+                settings["optimizer"], lr, settings["momentum"], settings["weight_decay"]
+            ),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
+            weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
+            jit_compile=compute.jit_compile(params),
+        )
+        return classifier
+
+    def training_rate(policy: str) -> float:
+        """A few of the stage's training steps on a throwaway copy, in ``policy``."""
+        with setup.scope():
+            timed = compiled_classifier(policy, quiet=True)
+        x = train_x[:TIMING_TRAIN_BATCH]
+        y = one_hot(train_y[:TIMING_TRAIN_BATCH], n_classes)
+        return images_per_s(lambda: timed.train_on_batch(x, y), len(x))
 
     checkpoints = Checkpoints(
         RESUME_DIR,
@@ -74,32 +112,32 @@ def main() -> None:
         writer=outputs.writer,
     )
     resume = checkpoints.resume_point()
+    saved_precision = setup.precision  # the saved extractor's: float32 on a CPU under auto
+    timing = None
+    if not resume and not cluster.multi_host(params):  # all processes must choose alike
+        timing = compute.Timing(
+            "training",
+            {
+                "backbone": model["backbone"],
+                "image_size": model["image_size"],
+                "stored_size": train_x.shape[1],
+                "unfreeze": settings["unfreeze"],
+                "optimizer": settings["optimizer"],
+                "batch": min(TIMING_TRAIN_BATCH, len(train_x)),
+            },
+            training_rate,
+        )
+    setup.precision, setup.precision_reason = compute.resolve_precision(
+        params["compute"]["precision"], timing
+    )
+    keras.utils.set_random_seed(params["seed"])  # as if no copy had been built for timing
+    setup.announce()
     with setup.scope():
         if resume:
             print(f"fine_tune: resuming after epoch {resume['epochs_done']} from {RESUME_DIR}")
             classifier = checkpoints.load_latest()
         else:
-            extractor, head = load_model(args.extractor), load_model(args.head)
-            augment_seed = params["seed"] if settings["augment"] else None
-            classifier = build_classifier(extractor, head, augment_seed)
-            trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
-            print(f"fine_tune: {trainable} backbone weight tensors trainable", flush=True)
-            lr = settings["lr"]
-            if settings["schedule"] == "cosine":
-                lr = cosine_with_warmup(
-                    lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch
-                )
-            # Changing `trainable` only takes effect after compile(): compile after unfreezing.
-            classifier.compile(
-                optimizer=optimizer(
-                    settings["optimizer"], lr, settings["momentum"], settings["weight_decay"]
-                ),
-                loss=keras.losses.CategoricalCrossentropy(
-                    label_smoothing=settings["label_smoothing"]
-                ),
-                weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
-                jit_compile=compute.jit_compile(params),
-            )
+            classifier = compiled_classifier(setup.precision)
         synchronize_batchnorm(classifier, setup.synchronized_batchnorm)  # the head's
     first_epoch = resume["epochs_done"] if resume else 0
     train = ArrayBatches(
@@ -146,9 +184,9 @@ def main() -> None:
                 "images_per_s": (
                     round(len(train_x) / min(log.durations), 1) if log.durations else 0
                 ),
-                "compute": setup.describe(),
             },
         )
+        outputs.write_json(args.compute, setup.record())
         live.end()
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
 

@@ -7,9 +7,11 @@ import argparse
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.data import load_dataset, save_prepared, split_indices, split_summary
 from transfer_pipeline.errors import exit_on_pipeline_error
 from transfer_pipeline.params import load_params, worker_count
+from transfer_pipeline.prepare import save_prepared
+from transfer_pipeline.sources import load_dataset
+from transfer_pipeline.split import split_summary
 
 
 @exit_on_pipeline_error
@@ -25,13 +27,9 @@ def main() -> None:
     with outputs:
         dataset = load_dataset(params)
         sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
-        while True:  # once, unless an image turns out unreadable only when decoded
-            split = split_indices(dataset.labels, sizes, params["seed"], dataset.class_names)
-            unreadable = save_prepared(outputs.path(args.prepared), dataset, split, workers)
-            if not unreadable:
-                break
-            # The split is a function of the readable images: draw it again without them.
-            dataset = dataset.without(unreadable, data["bad_images"])
+        dataset, split = save_prepared(
+            outputs.path(args.prepared), dataset, sizes, params["seed"], workers, data["bad_images"]
+        )
         summary = split_summary(dataset, split)
         outputs.write_json(args.metrics, summary)
     print(f"prepare: {summary}", flush=True)

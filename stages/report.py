@@ -13,10 +13,10 @@ import pandas as pd
 
 from transfer_pipeline import report
 from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.data import load_class_names, load_split
 from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.live import read_history
 from transfer_pipeline.params import load_params, warnings_about
+from transfer_pipeline.store import load_class_names, load_split
 
 INPUTS = (
     "prepared",

@@ -1,6 +1,7 @@
 """Stage train_head: train the dense head on the cached backbone features (the frozen phase).
 
-python -m stages.train_head data/prepared data/features models/head.keras dvclive/train_head
+    python -m stages.train_head data/prepared data/features models/head.keras dvclive/train_head \
+        compute/train_head.json
 """
 
 import argparse
@@ -20,11 +21,12 @@ def main() -> None:
     for name in ("prepared", "features", "head"):
         parser.add_argument(name, type=Path)
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
+    parser.add_argument("compute", type=Path, help="output JSON: what the stage ran on")
     args = parser.parse_args()
     params = load_params("train_head")
     outputs = StageOutputs.of_stage(
         "train_head",
-        files=[args.head],
+        files=[args.head, args.compute],
         live=args.live,
         inputs=[args.prepared, args.features],
         writer=cluster.writes(params),
@@ -39,12 +41,12 @@ def main() -> None:
         LiveEpochs,
         UnpaddedValLoss,
     )
-    from transfer_pipeline.data import load_class_names, load_features, load_split
     from transfer_pipeline.feeding import ArrayBatches, one_hot
     from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import build_head, synchronize_batchnorm
     from transfer_pipeline.optimizers import optimizer
     from transfer_pipeline.saving import save_model
+    from transfer_pipeline.store import load_class_names, load_features, load_split
 
     setup = compute.configure(params)
     n_classes = len(load_class_names(args.prepared))
@@ -88,10 +90,9 @@ def main() -> None:
             ],
         )
         save_model(head, outputs.path(args.head))
-        log_summary(
-            live, {"seconds": round(time.monotonic() - started, 2), "compute": setup.describe()}
-        )
+        log_summary(live, {"seconds": round(time.monotonic() - started, 2)})
         live.end()
+        outputs.write_json(args.compute, setup.record())
 
 
 if __name__ == "__main__":

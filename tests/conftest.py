@@ -45,9 +45,13 @@ TINY = {
     "fine_tune": {"epochs": 2, "unfreeze": 40},
     "report": {"wrong_examples": 8},
     # The default formats (saved_model, onnx) with fewer timings. int8 of this untrained
-    # backbone's features is far off (53 % vs 97 % measured): the tiny run only checks that
-    # litert_int8 converts and runs; the issue's 1.5 points are for a trained model.
-    "export": {"latency_runs": 10, "calibration_images": 50, "parity_int8_pp": 60.0},
+    # backbone's features is far off (53 % vs 97 % measured, 28 % vs 100 % on another CPU): how
+    # far is that CPU's rounding of an untrained net, so the tiny run only checks that
+    # litert_int8 converts and runs (any accuracy passes); 1.5 points is for a trained model.
+    "export": {"latency_runs": 10, "calibration_images": 50, "parity_int8_pp": 100.0},
+    # float32 on every CPU: the tests compare numbers between runs and machines, and auto
+    # chooses by timing (precision.py; its own tests are in test_precision.py).
+    "compute": {"precision": "float32"},
 }
 
 # The tiny pipeline's stages and metrics files.
@@ -215,8 +219,8 @@ def source_files() -> list[str]:
     return [f for f in listed if f and (REPO_ROOT / f).is_file()]
 
 
-def new_repo(target: Path, overrides: dict | None = None) -> Repo:
-    """A fresh git+DVC repository with this project's files, a tiny tarball and tiny params."""
+def project_files(target: Path) -> Repo:
+    """This project's files in a new git repository, not yet committed: what a clone holds."""
     for relative in source_files():
         destination = target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +231,12 @@ def new_repo(target: Path, overrides: dict | None = None) -> Repo:
     repo.git("config", "user.name", "test")
     if not (target / ".dvc").exists():
         repo.dvc("init", "-q")
+    return repo
+
+
+def new_repo(target: Path, overrides: dict | None = None) -> Repo:
+    """A fresh git+DVC repository with this project's files, a tiny tarball and tiny params."""
+    repo = project_files(target)
     tarball = write_cifar10_tarball(target / TARBALL)
     repo.set_params(TINY)
     repo.set_params({"data": {"md5": hashlib.md5(tarball.read_bytes()).hexdigest()}})

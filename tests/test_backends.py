@@ -27,8 +27,6 @@ import yaml
 from conftest import copy_of, new_repo, stderr_lines, tool_env
 from PIL import Image
 
-from transfer_pipeline.compute import cpu_bfloat16_flag
-
 BLOCKED_IMPORTS = Path(__file__).parent / "blocked_imports"
 MODEL_STAGES = {"features", "train_head", "fine_tune", "evaluate"}
 STAGE_METRICS = {
@@ -67,23 +65,20 @@ def jax_run(pipeline, tmp_path_factory):
 
 def test_every_model_stage_reruns_and_runs_on_jax_without_tensorflow(jax_run):
     assert jax_run.ran_stages(jax_run.log) == MODEL_STAGES
-    # Training and evaluation in float32 on a CPU; extraction in mixed bfloat16 where the CPU
-    # has native bfloat16 (compute.precision auto, test_precision.py).
-    extraction = "mixed_bfloat16" if cpu_bfloat16_flag() else "float32"
-    for stage, path in STAGE_METRICS.items():
-        # e.g. "jax 0.10.2; 2 x cpu; float32 (auto: CPU without native bfloat16); mirrored x2"
-        backend, devices, precision, _ = jax_run.json(path)["compute"].split("; ")
-        assert backend.startswith("jax 0."), stage
-        expected = extraction if stage == "features" else "float32"
-        assert (devices, precision.split(" (")[0]) == ("2 x cpu", expected), stage
+    for stage in STAGE_METRICS:
+        # e.g. "jax 0.10.2; 2 x cpu; float32 (compute.precision); mirrored x2"
+        record = jax_run.json(f"compute/{stage}.json")
+        assert record["backend"] == "jax" and record["version"].startswith("0."), stage
+        assert record["description"].split("; ")[1] == "2 x cpu", stage
+        assert record["precision"] == "float32", stage  # the tiny pipeline's (conftest.TINY)
 
 
 def test_training_stages_run_data_parallel_over_two_cpu_devices_on_jax(jax_run):
     for stage in ("train_head", "fine_tune"):
-        assert jax_run.json(STAGE_METRICS[stage])["compute"].endswith("; mirrored x2"), stage
+        assert jax_run.json(f"compute/{stage}.json")["description"].endswith("; mirrored x2")
     # Extraction and evaluation run on one device (see stages/features.py).
     for stage in ("features", "evaluate"):
-        assert jax_run.json(STAGE_METRICS[stage])["compute"].endswith("; none x1"), stage
+        assert jax_run.json(f"compute/{stage}.json")["description"].endswith("; none x1")
     assert "backend=jax" in jax_run.log and "replicas=2" in jax_run.log
 
 
@@ -176,12 +171,13 @@ def test_same_params_and_seed_give_the_same_metrics_on_jax_cpu(jax_run):
     after = jax_run.json(path)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert after[key] == pytest.approx(before[key], abs=1e-6), key
-    assert after["compute"] == before["compute"]
+    assert set(after) == set(before)
 
 
 def _train_head_by_hand(repo, env: dict):
     """train_head's command from dvc.yaml, run by hand (no DVC, no launcher)."""
     arguments = ["data/prepared", "data/features", "models/head.keras", "dvclive/train_head"]
+    arguments.append("compute/train_head.json")
     command = [sys.executable, "-m", "stages.train_head", *arguments]
     return repo.run(*command, check=False, env=env)
 
@@ -270,7 +266,8 @@ def test_two_processes_give_the_metrics_of_one_process_over_two_devices(multi_ho
         assert numbers, stage
         for key in numbers:
             assert two[key] == pytest.approx(one[key], abs=1e-6), (stage, key)
-        assert two["compute"].endswith("; multi_host x2 (2 processes)"), stage
+        described = multi_host_run.json(f"compute/{stage}.json")["description"]
+        assert described.endswith("; multi_host x2 (2 processes)"), stage
     for split in ("train", "val", "test"):
         np.testing.assert_allclose(
             np.load(multi_host_run.path / f"data/features/{split}.npy"),

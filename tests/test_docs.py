@@ -1,17 +1,22 @@
 """The documentation holds together: every relative link leads to a file, every page of docs/ is
-in the README's map, and the README's first CPU run is a valid small run (no pipeline runs)."""
+in the README's map, the README's first CPU run is a valid small run, and the offline page's
+commands run as written (up to `features`, in a fresh copy of the project)."""
 
+import hashlib
 import re
 import shlex
 
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TARBALL, TINY, project_files
+from synthetic import write_cifar10_tarball
 
 from transfer_pipeline import params as params_module
+from transfer_pipeline.backbones import BACKBONES
 from transfer_pipeline.expected_time import expected_on_two_cpus
 from transfer_pipeline.params import declared_params, validate, warnings_about
 
 README = REPO_ROOT / "README.md"
+OFFLINE = REPO_ROOT / "docs/offline.md"
 PAGES = sorted((REPO_ROOT / "docs").glob("*.md"))
 # [text](target): the target up to a space or ")"; code spans are removed first.
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -68,3 +73,69 @@ def test_the_first_cpu_run_is_a_small_run_with_the_readmes_expected_time(monkeyp
     features, images, epoch = minutes.groups()
     assert f"features {features} minutes ({images} images)" in " ".join(section.split())
     assert f"the fine-tuning epoch {epoch}" in " ".join(section.split())
+
+
+def _blocks(page, language: str) -> list[str]:
+    """A page's fenced code blocks in one language; shell continuation lines joined."""
+    found = re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.DOTALL)
+    return [block.replace("\\\n", " ") for block in found]
+
+
+def _save_notop_weights(backbone: str, path) -> None:
+    """A real Keras backbone's weights without top, in the legacy HDF5 layout of the *_notop.h5
+    files Keras downloads (random weights: only the file's form matters here)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    constructor = getattr(keras.applications, BACKBONES[backbone].constructor)
+    model = constructor(include_top=False, weights=None, input_shape=(32, 32, 3))
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+def test_the_offline_commands_run_as_written(tmp_path):
+    """docs/offline.md's commands, each line as a shell runs it, in a fresh copy of the project
+    with stand-ins for the two files copied in: a small CIFAR-10 tarball in the official format
+    and a real backbone's weights without top under the file name the page gives."""
+    (commands,) = _blocks(OFFLINE, "bash")
+    (same_in_params,) = _blocks(OFFLINE, "yaml")
+    repo = project_files(tmp_path / "clone")
+    repo.commit("the project, as cloned")
+    tarball = write_cifar10_tarball(repo.path / TARBALL)
+    weights_file = re.search(r"weights/\S+\.h5", commands)[0]
+    # MobileNetV2's weights (9 MB) stand in for Xception's (80 MB, and a slow 299 px model).
+    _save_notop_weights("mobilenet_v2", repo.path / weights_file)
+    # Appended to the `dvc exp run` line, which otherwise runs as written: the stand-in
+    # tarball's MD5 (params.yaml holds the official one), the tiny sizes of the session
+    # pipeline, the backbone whose weights the stand-in file holds at 32 px, and the stage to
+    # stop after (`features` is the last stage that reads either file).
+    appended = {
+        "data.md5": hashlib.md5(tarball.read_bytes()).hexdigest(),
+        **{f"data.{key}": TINY["data"][key] for key in ("train_size", "val_size", "test_size")},
+        "model.backbone": "mobilenet_v2",
+        "model.image_size": 32,
+    }
+    extra = " ".join(f"-S {key}={value}" for key, value in appended.items()) + " features"
+    for line in commands.splitlines():
+        if line.startswith("dvc exp run "):
+            experiment = repo.run("bash", "-c", f"{line} {extra}")
+        else:
+            repo.run("bash", "-c", line)  # each line as a shell runs it: fails on its exit code
+
+    assert repo.git("log", "-1", "--format=%s").strip() == "offline inputs"
+    assert repo.git("show", "--name-only", "--format=", "HEAD").split() == [
+        "data/raw/.gitignore",
+        "data/raw/cifar-10-python.tar.gz.dvc",
+        f"{weights_file}.dvc",
+    ]
+    assert repo.git("status", "--porcelain", "data/raw", "weights") == ""  # the files ignored
+    assert repo.ran_stages(experiment.stdout) == {"prepare", "features"}
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
+    words = shlex.split(commands, comments=True)
+    overrides = dict(word.split("=", 1) for word in words if "=" in word)
+    assert overrides == {"data.source": TARBALL, "model.weights": weights_file}
+    assert lock["prepare"]["params"]["params.yaml"]["data"]["source"] == overrides["data.source"]
+    assert lock["features"]["params"]["params.yaml"]["model.weights"] == weights_file
+    in_params = yaml.safe_load(same_in_params)  # "or the same two lines in params.yaml"
+    assert in_params == {"data": {"source": TARBALL}, "model": {"weights": weights_file}}

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline import data
+from transfer_pipeline import sources
 from transfer_pipeline.errors import PipelineError
 
 
@@ -21,7 +21,7 @@ def served(tmp_path, monkeypatch):
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(data, "DOWNLOAD_DIR", tmp_path / "downloads")
+    monkeypatch.setattr(sources, "DOWNLOAD_DIR", tmp_path / "downloads")
     for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(variable, raising=False)
     url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
@@ -31,15 +31,15 @@ def served(tmp_path, monkeypatch):
 
 def test_download_verifies_the_checksum_and_is_reused_offline(served):
     url, md5, server = served
-    path = data.download(url, md5)
-    assert data.md5_of(path) == md5
-    assert len(data.load_cifar(path, "cifar10").labels) == 30
+    path = sources.download(url, md5)
+    assert sources.md5_of(path) == md5
+    assert len(sources.load_cifar(path, "cifar10").labels) == 30
     server.shutdown()  # no network from now on: the verified file is reused
-    assert data.download(url, md5) == path
+    assert sources.download(url, md5) == path
 
 
 def test_download_with_a_wrong_checksum_fails_and_keeps_nothing(served):
     url, _, _ = served
     with pytest.raises(PipelineError, match="has MD5 .* expected f{32}"):
-        data.download(url, "f" * 32)
-    assert not list(data.DOWNLOAD_DIR.iterdir())  # no half-verified file left behind
+        sources.download(url, "f" * 32)
+    assert not list(sources.DOWNLOAD_DIR.iterdir())  # no half-verified file left behind

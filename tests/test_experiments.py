@@ -7,9 +7,10 @@ taking the workspace back and forth and to a fresh clone.
 """
 
 import json
+import shlex
 
 import pytest
-from conftest import EXPORTS, METRICS, Repo, copy_of
+from conftest import EXPORTS, METRICS, REPO_ROOT, Repo, copy_of
 
 # Each experiment runs only as far as its tests look; which stages each param invalidates is
 # checked for every param, without running anything, by
@@ -17,8 +18,10 @@ from conftest import EXPORTS, METRICS, Repo, copy_of
 QUEUED = {
     # The head is where the replicas matter: its BatchNorm trains (the backbone's never does).
     # fine_tune under tf.distribute runs the same scope and fit; jax's DataParallel fine_tune
-    # runs in test_backends.py.
-    "mirrored": ["-S", "compute.distribute=mirrored", "train_head"],
+    # runs in test_backends.py. The two heads are compared without dropout (each replica
+    # draws its own masks).
+    "mirrored": ["-S", "compute.distribute=mirrored", "-S", "model.dropout=0", "train_head"],
+    "one-device": ["-S", "compute.distribute=none", "-S", "model.dropout=0", "train_head"],
     "lr": ["-S", "lr=1e-4"],
 }
 
@@ -43,14 +46,11 @@ def experiments(pipeline, tmp_path_factory):
         for experiment in baseline.get("experiments") or []
         for revision in experiment.get("revs", [])
     }
+    # README's command for looking at experiments, in a 120-column terminal.
+    repo.readme_table = repo.dvc(*readme_exp_show(), env={"COLUMNS": "120"}).stdout
     repo.dvc("exp", "apply", "lr")
     repo.commit("head lr 1e-4")
     return repo
-
-
-def _committed(repo, experiment: str, path: str) -> dict:
-    """A git-tracked JSON file as an experiment committed it."""
-    return json.loads(repo.git("show", f"{repo.revs[experiment]}:{path}"))
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
@@ -63,6 +63,36 @@ def test_exp_show_lists_the_experiments_with_their_params(experiments):
     assert 1e-4 in {float(v) for v in _values_of(shown, "lr")}  # the committed lr experiment
     assert "mirrored" in set(_values_of(shown, "distribute"))  # the mirrored experiment
     assert list(_values_of(shown, "test_accuracy"))
+
+
+def readme_exp_show() -> list[str]:
+    """The `dvc exp show` command README.md gives for looking at experiments (without dvc)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("## Everyday commands")[1].split("```bash\n")[1].split("```")[0]
+    command = next(line for line in block.replace("\\\n", " ").splitlines() if "exp show" in line)
+    words = shlex.split(command, comments=True)
+    assert words[:3] == ["dvc", "exp", "show"], words
+    return words[1:]
+
+
+def test_readme_exp_show_fits_120_columns_with_names_accuracies_and_changed_params(experiments):
+    """Three experiments in a 120-column terminal: each one's name, both test accuracies and
+    every param that differs, none of them cut to an ellipsis."""
+    table = experiments.readme_table
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 120, table
+    assert "…" not in table, table
+    header = " ".join(lines[:4])
+    for column in ("Experiment", "test_accuracy", "head_only.test_accuracy", "lr"):
+        assert column in header, table
+    for column in ("compute.distribute", "model.dropout"):
+        assert column in header, table
+    for name in QUEUED:
+        assert f"[{name}]" in table, table
+    assert "compute" not in header.replace("compute.distribute", ""), table  # not a metric
+    # The rows carry the accuracies: one number per experiment row and the baseline.
+    rows = [line for line in lines if any(f"[{name}]" in line for name in QUEUED)]
+    assert all(sum(cell.replace(".", "").isdigit() for cell in row.split()) >= 2 for row in rows)
 
 
 def _values_of(tree, key):
@@ -95,14 +125,23 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_a_head_of_the_same_quality
     assert "distribute=mirrored replicas=2" in experiments.logs["mirrored"]
     # compute.distribute is read by the training stages only (extraction runs on one device).
     assert experiments.runs["mirrored"] == {"train_head"}
-    single = pipeline.json(METRICS["train_head"])["val_accuracy"]
-    mirrored = _committed(experiments, "mirrored", METRICS["train_head"])
-    assert mirrored["compute"].endswith("; mirrored x2")
-    # 60 validation images: one image is 1.7 %. Same recipe, same data -> same quality band:
-    # BatchNorm takes its statistics over the global batch of 8, not 4 per replica (per
-    # replica the head reached 0.6 against 0.97 on one device).
-    assert mirrored["val_accuracy"] > 0.5, (single, mirrored)
-    assert abs(mirrored["val_accuracy"] - single) <= 0.15, (single, mirrored)
+    # A quality comparison with a margin that 60 validation images support (one image is
+    # 1.7 %): on the tiny pipeline's float32 features one device separates the classes
+    # (measured 1.0; 0.98 under mirrored), and BatchNorm's statistics over the global batch of
+    # 8, not 4 per replica, keep the mirrored head there (per replica it reached 0.6 against
+    # 0.97). The two runs' numbers are not equal: the replicas' arithmetic differs from one
+    # device's, so a closer check would test one CPU's rounding.
+    one, two = (_committed(experiments, name, METRICS["train_head"]) for name in QUEUED_HEADS)
+    assert one["val_accuracy"] >= 0.8, one
+    assert two["val_accuracy"] >= one["val_accuracy"] - 0.15, (one, two)
+
+
+QUEUED_HEADS = ("one-device", "mirrored")
+
+
+def _committed(repo, experiment: str, path: str) -> dict:
+    """A git-tracked JSON file as an experiment committed it."""
+    return json.loads(repo.git("show", f"{repo.revs[experiment]}:{path}"))
 
 
 def test_dvc_plots_diff_overlays_two_revisions(experiments):

@@ -58,8 +58,8 @@ def test_every_default_format_is_exported_with_parity_size_and_latency(pipeline)
     for fmt in DEFAULT_FORMATS:
         assert (pipeline.path / "models/export" / fmt / MODEL_FILES[fmt]).is_file(), fmt
         metrics = pipeline.json(f"metrics/export/{fmt}.json")
-        assert set(metrics) == {"test_accuracy", "latency_ms", "images_per_s", "size_mb"}
-        assert abs(metrics["test_accuracy"] - keras_accuracy) <= 0.001, (fmt, metrics)
+        assert set(metrics) == {"runtime_test_accuracy", "latency_ms", "images_per_s", "size_mb"}
+        assert abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= 0.001, (fmt, metrics)
         on_disk = sum(f.stat().st_size for f in (pipeline.path / "models/export" / fmt).rglob("*"))
         assert metrics["size_mb"] == pytest.approx(on_disk / 2**20, abs=0.01), (fmt, metrics)
         assert metrics["latency_ms"] > 0, metrics
@@ -100,7 +100,7 @@ def images(pipeline, tmp_path_factory):
 
 def _predict(pipeline, model, images, env=None):
     result = subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.predict", "--model", model, "--top-k", "3"]
+        [sys.executable, "-m", "transfer_pipeline.predict", "--model", model, "--top-k", "10"]
         + [str(images)],
         cwd=pipeline.path,
         env={**tool_env(), **(env or {})},
@@ -117,11 +117,16 @@ def _predict(pipeline, model, images, env=None):
 
 
 def _same_top_k(mine, reference):
+    """Every class's probability (all ten are printed) within what two decimals allow, so each
+    top-k follows; classes whose probabilities tie may rank in either order (which one a
+    runtime puts first is its rounding, and that differs between CPUs)."""
     assert set(mine) == set(reference) and len(mine) == 7
     for path, ranking in reference.items():
-        assert [name for name, _ in mine[path]] == [name for name, _ in ranking], path
-        for (_, p), (_, q) in zip(mine[path], ranking, strict=True):
-            assert abs(float(p) - float(q)) <= 0.011, path  # printed with two decimals
+        expected = {name: float(p) for name, p in ranking}
+        got = {name: float(p) for name, p in mine[path]}
+        assert got.keys() == expected.keys() and len(expected) == 10, path
+        for name, p in expected.items():
+            assert abs(got[name] - p) <= 0.011, (path, name, got[name], p)
 
 
 def test_tl_predict_on_onnx_with_tensorflow_and_keras_blocked_gives_the_keras_top_k(
@@ -153,7 +158,10 @@ def test_litert_formats_run_only_their_new_stages_and_keep_parity(pipeline_copy,
         tolerance = params["parity_pp" if fmt == "litert" else "parity_int8_pp"]
         metrics = repo.json(f"metrics/export/{fmt}.json")
         assert (repo.path / "models/export" / fmt / "model.tflite").is_file()
-        assert 100 * abs(metrics["test_accuracy"] - keras_accuracy) <= tolerance, (fmt, metrics)
+        assert 100 * abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= tolerance, (
+            fmt,
+            metrics,
+        )
     sizes = {fmt: report_size(repo, fmt) for fmt in formats}
     assert sizes["litert_int8"] < sizes["litert"] < sizes["onnx"], sizes  # int8 < fp16 < fp32
     report = (repo.path / "report/report.md").read_text()

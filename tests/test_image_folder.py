@@ -1,5 +1,6 @@
 """Your own images and CIFAR-100: the loaders directly, then one image-folder `dvc repro`."""
 
+import io
 import json
 import pickle
 import shutil
@@ -13,16 +14,12 @@ from conftest import new_repo
 from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
-from transfer_pipeline.data import (
-    decode_at_least,
-    load_cifar,
-    load_dataset,
-    load_image_folder,
-    read_image,
-    resize_for_model,
-    split_indices,
-)
+from transfer_pipeline import images as image_reader
 from transfer_pipeline.errors import PipelineError
+from transfer_pipeline.images import decode_at_least, read_image, resize_for_model
+from transfer_pipeline.prepare import save_prepared
+from transfer_pipeline.sources import load_cifar, load_dataset, load_image_folder
+from transfer_pipeline.split import split_indices
 
 CLASSES = ["cats", "dogs", "owls"]
 PER_CLASS = 14
@@ -313,6 +310,70 @@ def test_a_decompression_bomb_is_one_clean_unreadable_line(tmp_path, capsys, mon
         load_image_folder(root, 8, "error")
 
 
+def _photos(root, per_class=10):
+    """Three class folders of small real JPEGs and PNGs, and in cats/ a JPEG cut in half: its
+    header reads, its pixels do not (found only when decoded)."""
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (12 + i, 10), (100 * label, 20 * i, 90))
+            image.save(root / name / (f"{i}.jpg" if i % 2 else f"{i}.png"))
+    whole = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(whole, "JPEG")  # mostly pixels: half of it holds the header
+    (root / "cats" / "cut.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    return root
+
+
+def test_an_image_unreadable_only_when_decoded_is_dropped_and_nothing_is_decoded_twice(
+    tmp_path, monkeypatch, capsys
+):
+    """The cut JPEG is in the first split; the split is drawn again without it, as if it had
+    never been listed: every image is decoded once (the decoder's calls counted, in this
+    process: workers=1), and the stored files equal a run on the folder without it."""
+    root = _photos(tmp_path / "photos")
+    decoded = []
+
+    def counted(path, size):
+        decoded.append(str(path))
+        return read_image(path, size)
+
+    monkeypatch.setattr(image_reader, "read_image", counted)
+    listed = load_image_folder(root, 8, "skip")
+    assert len(listed.sources) == 31 and decoded == []  # the header check decodes nothing
+    sizes = {"train": 20, "val": 5, "test": 5}  # 30 of the 31 listed: every readable image
+    (tmp_path / "with-cut").mkdir()
+    dataset, split = save_prepared(tmp_path / "with-cut", listed, sizes, 0, 1, "skip")
+    assert sorted(decoded) == sorted(listed.sources)  # each once, the cut JPEG included
+    cut = root / "cats" / "cut.jpg"
+    assert str(cut) not in dataset.sources and len(dataset.sources) == 30
+    assert sum(len(index) for index in split.values()) == 30
+    output = capsys.readouterr()
+    (warning,) = [line for line in output.err.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: skipped unreadable image {cut} (image file is truncated")
+    assert "prepare: decoding: 30/30 images (100%" in output.err  # the first split
+    assert "prepare: decoding: 1/1 images (100%" in output.err  # the image it left out
+    assert (
+        "prepare: split drawn again without the unreadable image(s): 1 image(s) to decode, "
+        "29 decoded already"
+    ) in output.out
+
+    cut.unlink()
+    decoded.clear()
+    (tmp_path / "without").mkdir()
+    save_prepared(tmp_path / "without", load_image_folder(root, 8, "skip"), sizes, 0, 1, "skip")
+    assert len(decoded) == 30
+    stored = {
+        folder: {path.name: path.read_bytes() for path in (tmp_path / folder).iterdir()}
+        for folder in ("with-cut", "without")
+    }
+    assert stored["with-cut"] == stored["without"]  # no .decoded-* file left behind either
+    assert sorted(stored["without"]) == sorted(
+        [f"{name}_{xy}.npy" for name in ("train", "val", "test") for xy in "xy"]
+        + ["index.csv", "classes.json"]
+    )
+
+
 def test_cifar100_tarball_gives_100_fine_classes(tmp_path):
     tarball = write_cifar100_tarball(tmp_path / "cifar-100-python.tar.gz")
     with tarfile.open(tarball) as archive:
@@ -373,18 +434,23 @@ def test_image_folder_pipeline_end_to_end(images, tmp_path):
     }
     repo = new_repo(tmp_path / "repo", overrides)
     shutil.copytree(images, repo.path / "data/raw/images")
-    # A JPEG cut short: its header reads, its pixels do not (found only while decoding).
+    # A JPEG cut short: its header reads, its pixels do not (found only while decoding); the
+    # first split (seed 42, 42 of the 43 listed) holds it, so the split is drawn again.
     whole = tmp_path / "whole.jpg"
-    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(whole)
-    cut = repo.path / "data/raw/images/cats/cut.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(whole)  # mostly pixels: half of it holds the whole header
+    cut = repo.path / "data/raw/images/cats/photo_cut.jpg"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     repo.dvc("add", "-q", "data/raw/images")
     repo.commit("add the image folder")
     result = repo.dvc("repro")  # compute.workers: all (2 here): a pool decodes
     log = result.stdout + result.stderr
     assert f"skipped unreadable image data/raw/images/{CORRUPT}" in log
-    assert "skipped unreadable image data/raw/images/cats/cut.jpg" in log
+    assert (
+        "skipped unreadable image data/raw/images/cats/photo_cut.jpg (image file is truncated"
+    ) in log
     assert "prepare: decoding: 42/42 images (100%" in log and "images/s" in log
+    assert "split drawn again without the unreadable image(s): 1 image(s) to decode" in log
     prepared = {p.name: p.read_bytes() for p in (repo.path / "data/prepared").iterdir()}
 
     assert json.loads((repo.path / "data/prepared/classes.json").read_text()) == CLASSES

@@ -30,11 +30,7 @@ def saved(pipeline):
         "batch": pipeline.params()["features"]["batch_size"],
         "unfreeze": pipeline.params()["fine_tune"]["unfreeze"],
         "model": pipeline.params()["model"],
-        # "<backend>; <devices>; <precision> (<why>); ...": mixed_bfloat16 on a CPU with
-        # native bfloat16 under compute.precision auto (test_precision.py), else float32.
-        "extraction_precision": pipeline.json("metrics/features.json")["compute"]
-        .split("; ")[2]
-        .split(" ")[0],
+        "extraction_precision": pipeline.json("compute/features.json")["precision"],
     }
 
 

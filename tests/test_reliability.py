@@ -24,7 +24,7 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     # The stage process is killed (SIGKILL) once epoch 1 and its checkpoint are complete;
     # before that, DVCLive's files (in the partial folder until the run ends) already hold the
     # finished epoch.
-    seen, live = tmp_path / "seen", "dvclive/.partial-fine_tune"
+    seen, live = tmp_path / "seen", "dvclive/fine_tune/plots/.partial-fine_tune/fine_tune"
     seen.mkdir()
     copy = f"cp {live}/metrics.json {live}/plots/metrics/val_accuracy.tsv {seen}/"
     forced = ("repro", "-f", "-s", "fine_tune")
@@ -46,7 +46,7 @@ def test_fine_tune_killed_after_an_epoch_resumes_and_equals_an_uninterrupted_run
     history = read_history(killed.path / "dvclive/fine_tune")
     assert history["epoch"].tolist() == [1, 2]  # every epoch once: re-logged, not duplicated
     assert not (killed.path / ".resume/fine_tune").exists(), "a finished run clears its checkpoint"
-    assert not list(killed.path.glob("*/.partial-*")), "no partial left"
+    assert not list(killed.path.rglob(".partial-*")), "no partial left"
     assert killed.dvc("status", "fine_tune", "--json").stdout.strip() == "{}"  # recorded
 
     uninterrupted = pipeline.json("dvclive/fine_tune/metrics.json")

@@ -145,7 +145,7 @@ def test_the_dvclive_folder_must_be_the_declared_one(pipeline_copy):
     before = _whole_tree(repo)
     inputs = ["data/prepared", "data/features", "models/head.keras"]
     for live in (".", "my_notes", "dvclive/fine_tune"):
-        result = _run(repo, "-m", "stages.train_head", *inputs, live)
+        result = _run(repo, "-m", "stages.train_head", *inputs, live, "compute/train_head.json")
         line = _one_error_line(result)
         assert f"train_head: refusing to write the DVCLive folder {live}:" in line
         assert "dvclive/train_head/metrics.json, dvclive/train_head/plots" in line
@@ -215,7 +215,13 @@ def test_disk_full_while_writing_features_replaces_nothing(pipeline_copy):
     good = repo.snapshot()
     args = ["data/prepared", "data/features", "models/feature_extractor.keras"]
     result = _run(
-        repo, "-m", "stages.features", *args, "metrics/features.json", limit_bytes=1 << 18
+        repo,
+        "-m",
+        "stages.features",
+        *args,
+        "metrics/features.json",
+        "compute/features.json",
+        limit_bytes=1 << 18,
     )
     line = _one_error_line(result)
     assert "features: writing" in line and "nothing was replaced" in line
@@ -329,11 +335,14 @@ def test_a_failed_stage_run_by_hand_keeps_its_dvclive_files_and_clears_stale_par
     repo = pipeline_copy
     repo.set_params({"lr": 1e30})
     before = repo.snapshot()
-    stale = [repo.path / "models/.partial-head.keras", repo.path / "dvclive/.partial-train_head"]
-    stale[0].write_bytes(b"left by kill -9")
-    stale[1].mkdir()
-    (stale[1] / "metrics.json").write_text("{}")
-    result = _run(repo, *TRAIN_HEAD, "dvclive/train_head")
+    # Where a kill -9 leaves them: the staging folder inside the stage's declared plots/
+    # folder, and a sibling as earlier versions wrote.
+    staging = repo.path / "dvclive/train_head/plots/.partial-train_head"
+    (staging / "train_head").mkdir(parents=True)
+    (staging / "train_head/metrics.json").write_text("{}")
+    (staging / "head.keras").write_bytes(b"left by kill -9")
+    (repo.path / "models/.partial-head.keras").write_bytes(b"left by kill -9")
+    result = _run(repo, *TRAIN_HEAD, "dvclive/train_head", "compute/train_head.json")
     assert "train_head: the loss became nan in epoch 1" in _one_error_line(result)
     assert repo.snapshot() == before
     assert (repo.path / "dvclive/train_head/plots/metrics/loss.tsv").is_file()
@@ -345,7 +354,9 @@ def test_a_read_only_checkout_is_one_line_before_any_work(pipeline_copy):
     would be): the stage names the path it cannot write before loading data or Keras."""
     repo = pipeline_copy
     before = _whole_tree(repo)
-    command = " ".join([sys.executable, *TRAIN_HEAD, "dvclive/train_head"])
+    command = " ".join(
+        [sys.executable, *TRAIN_HEAD, "dvclive/train_head", "compute/train_head.json"]
+    )
     script = (
         f"mount --bind {repo.path} {repo.path} && mount -o remount,ro,bind {repo.path} "
         f"&& cd {repo.path} && exec {command}"
@@ -365,15 +376,43 @@ def test_a_read_only_checkout_is_one_line_before_any_work(pipeline_copy):
 
 
 def test_partial_files_are_ignored_by_dvc_and_never_recorded(pipeline_copy):
-    """What a kill -9 leaves (.partial-* siblings) changes no stage's dependencies: `dvc repro`
-    reruns nothing (report depends on metrics/export/) and dvc.lock stays as it was."""
+    """What a kill -9 of a stage run by hand leaves (its staging folder inside its own folder
+    output) changes no stage's dependencies: `dvc repro` reruns nothing (train_head depends on
+    data/features, report on dvclive/train_head/plots) and dvc.lock stays as it was."""
     repo = pipeline_copy
-    (repo.path / "metrics/export/.partial-onnx.json").write_text("{}")
-    (repo.path / "data/features/.partial-x.npy").write_bytes(b"half")
+    for staging in (
+        "data/features/.partial-features",
+        "dvclive/train_head/plots/.partial-train_head",
+    ):
+        (repo.path / staging).mkdir()
+        (repo.path / staging / "half.npy").write_bytes(b"half")
     lock = (repo.path / "dvc.lock").read_text()
     result = repo.dvc("repro")
     assert repo.ran_stages(result.stdout) == set(), result.stdout
     assert (repo.path / "dvc.lock").read_text() == lock and ".partial-" not in lock
+
+
+def test_no_partial_outlives_a_killed_export_that_dvc_restores_from_the_run_cache(pipeline_copy):
+    """export@saved_model killed (kill -9) once it has written its whole model and metrics,
+    before it moved them: the next `dvc repro` restores the stage from DVC's run-cache without
+    running it, and no `.partial-*` is left anywhere, since the staging folder is inside the
+    stage's declared output, which DVC deletes before it restores the stage."""
+    repo = pipeline_copy
+    good = repo.snapshot()
+    kill = {"TL_BEFORE_REPLACE": "export@saved_model:kill -KILL $PPID"}
+    forced = repo.dvc("repro", "-f", "-s", "export@saved_model", check=False, env=kill)
+    assert forced.returncode != 0 and "Running stage 'export@saved_model'" in forced.stdout
+    staging = repo.path / "models/export/saved_model/.partial-export@saved_model"
+    assert (staging / "saved_model.json").is_file(), forced.stderr  # what the kill left:
+    assert any(path.is_file() for path in (staging / "saved_model").rglob("*"))  # all of it
+    assert not list((repo.path / "metrics/export").glob(".partial-*"))  # report's dependency
+
+    result = repo.dvc("repro")
+    assert repo.restored_stages(result.stdout) == {"export@saved_model"}, result.stdout
+    assert repo.ran_stages(result.stdout) == set(), result.stdout
+    _no_partials(repo)
+    assert repo.snapshot() == good
+    assert repo.dvc("status", "--json").stdout.strip() == "{}"
 
 
 def test_predict_outside_the_project_says_to_pass_classes_and_that_works(pipeline, tmp_path):

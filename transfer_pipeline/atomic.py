@@ -4,12 +4,19 @@
 be one that dvc.yaml declares for the stage (its DVCLive folder included); a folder output
 may only replace an empty folder or one carrying the pipeline's marker file; a file output
 may not be a folder, one of the stage's inputs, or anything under ``data/raw/`` or
-``weights/`` (the user's data); every output location must be writable. Stale ``.partial-``
-siblings of a killed run are removed. Each output is written to a ``.partial-`` sibling
-(ignored by git and DVC); when the stage finishes, the params it read are checked to be
-unchanged and the outputs are moved into place with ``os.replace``. On any failure or Ctrl-C
-the partial files are removed and nothing is replaced. ``tl-predict --csv`` and the download
-use the same class without dvc.yaml (``StageOutputs(...)``).
+``weights/`` (the user's data); every output location must be writable.
+
+Every output is written first into the stage's staging folder, ``.partial-<stage>/`` inside
+one of the stage's own declared folder outputs (its first folder, else its DVCLive
+``plots/``), ignored by git and DVC. When the stage finishes, the params it read are checked
+to be unchanged and the outputs are moved into place with ``os.replace``. On any failure or
+Ctrl-C the staging folder is removed and nothing is replaced; a stale one (``kill -9``) is
+removed when the stage next starts. Inside a declared output it is also removed by DVC
+itself: before `dvc repro` runs a stage or restores it from the run-cache, DVC deletes the
+stage's declared outputs (``Stage.run`` -> ``remove_outs``), ignored files included, so no
+partial outlives a stage that DVC brings back. A class without a folder output
+(``tl-predict --csv``, the download: ``StageOutputs(...)`` without dvc.yaml) writes
+``.partial-<name>`` siblings instead.
 
 In a multi-host run only process 0 writes (``writer=False`` elsewhere): the other processes
 run the same code, but what they write goes to a private scratch folder, removed at the end.
@@ -22,6 +29,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -34,10 +42,12 @@ PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _FULL_BELOW = 1 << 20  # bytes free: a disk this full cannot take a stage's outputs
 LIVE_METRICS, LIVE_PLOTS = "metrics.json", "plots"  # what dvc.yaml declares of a DVCLive folder
+LIVE_OUTS = (LIVE_METRICS, LIVE_PLOTS)
 
 
 def partial_path(target: Path) -> Path:
-    """The temporary sibling a target is written to first (same suffix, so Keras accepts it)."""
+    """A target's temporary sibling (same suffix, so Keras accepts it): where a file is written
+    first when there is no staging folder (``write_json_file``, ``tl-predict --csv``)."""
     target = Path(target)
     return target.with_name(f".partial-{target.name}")
 
@@ -127,6 +137,16 @@ class StageOutputs:
             check_replaceable(self.live, True, inputs, marked=False)
             check_replaceable(self.live / LIVE_METRICS, False, inputs)
             check_replaceable(self.live / LIVE_PLOTS, True, inputs, marked=False)
+        # The declared folder output that holds the staging folder while the stage runs: DVC
+        # deletes it (and so the staging folder) before it runs or restores the stage.
+        folders = self.folders + ([self.live / LIVE_PLOTS] if self.live else [])
+        self.host = folders[0] if folders else None
+        self._made_host = self.host is not None and not os.path.lexists(self.host)
+        names = [target.name for target in self.targets]
+        self._entries = {
+            target: name if names.count(name) == 1 else f"{index}-{name}"
+            for index, (target, name) in enumerate(zip(self.targets, names))
+        }
         if not writer:
             return
         self._discard()  # stale partials of a killed run
@@ -152,14 +172,21 @@ class StageOutputs:
                 )
         return cls(stage, files, folders, inputs, live, writer)
 
+    @property
+    def staging(self) -> Path | None:
+        """The folder every output is written into first (None: siblings instead)."""
+        return None if self.host is None else self.host / f".partial-{self.stage}"
+
     def path(self, target) -> Path:
-        """Where to write ``target`` now: its partial sibling."""
+        """Where to write ``target`` now: its place in the staging folder."""
         target = Path(target)
         if target not in self.targets:
             raise KeyError(f"{target} is not a declared output of {self.stage}")
         if not self.writer:
             return self._scratch / str(self.targets.index(target)) / target.name
-        return partial_path(target)
+        if self.staging is None:
+            return partial_path(target)
+        return self.staging / self._entries[target]
 
     def write_json(self, target, data) -> None:
         self.path(target).write_text(json.dumps(data, indent=2) + "\n")
@@ -179,7 +206,8 @@ class StageOutputs:
         for target in self.targets:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = partial_path(target)
+                tmp = self.path(target)
+                tmp.parent.mkdir(parents=True, exist_ok=True)
                 if target in self.folders:
                     tmp.mkdir()
                     (tmp / MARKER).write_text(f"written by the {self.stage} stage\n")
@@ -219,25 +247,62 @@ class StageOutputs:
         except BaseException:
             self._discard()
             raise
-        for target in self.files + self.folders:
-            if target in self.folders and Path(target).is_dir():
-                # Two steps (os.replace cannot replace a non-empty folder); checked above:
-                # the folder is empty or was made by the pipeline.
-                shutil.rmtree(target)
-            os.replace(partial_path(target), target)
+        _before_replace_hook(self.stage)
+        moves = [(self.path(target), target) for target in self.files + self.folders]
         if self.live:
             self.live.mkdir(exist_ok=True)
-            for name in (LIVE_METRICS, LIVE_PLOTS):
-                _remove(self.live / name)
-                if os.path.lexists(partial_path(self.live) / name):
-                    os.replace(partial_path(self.live) / name, self.live / name)
-            _remove(partial_path(self.live))
+            moves += [(self.path(self.live) / name, self.live / name) for name in LIVE_OUTS]
+        for source, target in moves:
+            if target != self.host:
+                _move(source, target)
+        if self.staging is not None:
+            self._fill_host(next(source for source, target in moves if target == self.host))
         return False
 
+    def _fill_host(self, source: Path) -> None:
+        """The folder that holds the staging folder gets its new contents last, entry by entry
+        (it cannot be replaced while the staging folder is inside it)."""
+        for entry in self.host.iterdir():
+            if entry != self.staging:
+                _remove(entry)
+        written = os.path.lexists(source)
+        if written:
+            for entry in source.iterdir():
+                os.replace(entry, self.host / entry.name)
+        _remove(self.staging)
+        if not written:  # the stage wrote nothing there (DVCLive without plots): no folder
+            self.host.rmdir()
+
     def _discard(self) -> None:
-        for target in self.targets:
+        for target in self.targets:  # siblings: no staging folder, or left by older versions
             with contextlib.suppress(OSError):
                 _remove(partial_path(target))
+        if self.staging is None:
+            return
+        with contextlib.suppress(OSError):
+            _remove(self.staging)
+            if self._made_host and self.host.is_dir() and not any(self.host.iterdir()):
+                self.host.rmdir()  # made for the staging folder: not left behind empty
+
+
+def _move(source: Path, target: Path) -> None:
+    """``source`` replaces ``target`` (checked before: a file, an empty folder or one the
+    pipeline made); no ``source`` means no ``target``."""
+    if not os.path.lexists(source):
+        _remove(target)
+        return
+    if source.is_dir():  # two steps: os.replace cannot replace a non-empty folder
+        _remove(target)
+    os.replace(source, target)
+
+
+def _before_replace_hook(stage: str) -> None:
+    """For tests: ``TL_BEFORE_REPLACE="<stage>:<shell command>"`` runs the command when the stage
+    has written every output and moved none, e.g. ``kill -KILL $PPID`` to leave complete
+    partials at a deterministic point. Does nothing when the variable is unset."""
+    name, _, command = (os.environ.get("TL_BEFORE_REPLACE") or ":").partition(":")
+    if name == stage and command:
+        subprocess.run(command, shell=True, check=False)
 
 
 def _is_write_failure(error: OSError) -> bool:

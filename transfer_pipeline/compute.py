@@ -16,18 +16,19 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 
-from . import cluster
+from . import cluster, precision
 
 
 @dataclass
 class Compute:
-    """What a stage runs on; ``scope()`` is where models are built, ``describe()`` goes to
-    the stage's metrics."""
+    """What a stage runs on; ``scope()`` is where models are built. ``record()`` is the
+    stage's ``compute/<stage>.json`` (not a metric: `dvc exp show` stays narrow)."""
 
     backend: str
     version: str
@@ -48,8 +49,34 @@ class Compute:
         each see only their part of the batch (jax's DataParallel computes over the whole)."""
         return self.backend == "tensorflow" and self.replicas > 1
 
+    def record(self) -> dict:
+        """``compute/<stage>.json``: what the stage ran on, and the one-line description."""
+        return {
+            "backend": self.backend,
+            "version": self.version,
+            "devices": self.devices,
+            "precision": self.precision,
+            "precision_reason": self.precision_reason,
+            "distribute": self.distribute,
+            "replicas": self.replicas,
+            "processes": self.processes,
+            "description": self.describe(),
+        }
+
+    def announce(self) -> None:
+        """The stage's compute line (each process of a multi-host run says it joined)."""
+        index, _ = cluster.this_process()
+        print(
+            f"compute: backend={self.backend} {self.version} "
+            f"devices={self.describe().split('; ')[1]} precision={self.precision} "
+            f"({self.precision_reason}) distribute={self.distribute} replicas={self.replicas}"
+            + (f" process={index}/{self.processes}" if self.processes > 1 else ""),
+            file=sys.stderr if index else sys.stdout,
+            flush=True,
+        )
+
     def describe(self) -> str:
-        """One metrics value (one column in `dvc metrics show`), e.g.
+        """One line, e.g.
         ``jax 0.10.2; 2 x cpu; float32; mirrored x2``; a multi-host run names its processes
         and its devices are this process's: ``...; multi_host x4 (2 processes)``."""
         kinds = sorted(set(self.devices))
@@ -132,14 +159,15 @@ def cpu_bfloat16_flag(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return next((flag for flag in NATIVE_BFLOAT16_FLAGS if flag in flags), None)
 
 
-def resolve_precision(choice: str, frozen_only: bool = False) -> tuple[str, str]:
+def resolve_precision(choice: str, timing: Timing | None = None) -> tuple[str, str]:
     """The dtype policy for ``compute.precision`` and why, e.g.
     ``("float32", "auto: CPU without native bfloat16")``.
 
-    auto: mixed bfloat16 on Ampere or newer, mixed float16 on Volta/Turing; on a CPU, float32
-    for training, and mixed bfloat16 for a frozen model's inference (``frozen_only``: the
-    features stage) where the CPU has native bfloat16. Training on a CPU stays float32: its
-    bfloat16 speed and loss curve have not been measured on such a CPU (docs/gpus-and-clusters.md).
+    auto: mixed bfloat16 on Ampere or newer, mixed float16 on Volta/Turing; on a CPU with
+    native bfloat16, the faster of float32 and mixed bfloat16 for the model that ``timing``
+    runs (precision.py: timed once per machine and model, then remembered), float32 where the
+    stage times nothing (the head on cached features; evaluation runs the saved models as
+    saved) or where the CPU emulates bfloat16.
     """
     if choice != "auto":
         return choice, "compute.precision"
@@ -154,9 +182,20 @@ def resolve_precision(choice: str, frozen_only: bool = False) -> tuple[str, str]
     flag = cpu_bfloat16_flag()
     if flag is None:
         return "float32", "auto: CPU without native bfloat16"
-    if frozen_only:
-        return "mixed_bfloat16", f"auto: CPU with {flag}"
-    return "float32", f"auto: training on a CPU with {flag} stays float32"
+    if timing is None:
+        return "float32", f"auto: CPU with {flag}, this stage times no model"
+    return precision.choose(timing.task, timing.setting, timing.rate_of)
+
+
+@dataclass
+class Timing:
+    """What a stage times to choose its precision on a CPU under auto (precision.py):
+    ``rate_of(policy)`` runs its model in that dtype policy and returns images/s; ``setting``
+    names what decides the speed (backbone, sizes, ...), the key it is remembered by."""
+
+    task: str
+    setting: dict
+    rate_of: Callable[[str], float]
 
 
 def resolve_distribute(choice: str) -> str:
@@ -222,10 +261,12 @@ def jax_compilation_cache() -> Path:
     return directory
 
 
-def configure(params: dict, distributed: bool = True) -> Compute:
+def configure(params: dict, distributed: bool = True, announce: bool = True) -> Compute:
     """Seed everything, set the dtype policy, set up distribution (training stages only:
     ``distributed=False`` runs on one device, or in a multi-host run on one device per
-    process, each predicting its share of the rows), print and return what the stage runs on."""
+    process, each predicting its share of the rows), print (unless ``announce`` is False: a
+    stage that times its precision first calls ``announce()`` itself) and return what the stage
+    runs on."""
     settings = params["compute"]
     backend = _backend()
     distribute = resolve_distribute(settings["distribute"]) if distributed else "none"
@@ -259,14 +300,8 @@ def configure(params: dict, distributed: bool = True) -> Compute:
         processes,
         strategy,
     )
-    index, _ = cluster.this_process()
-    print(
-        f"compute: backend={backend} {compute.version} devices={compute.describe().split('; ')[1]}"
-        f" precision={precision} ({reason}) distribute={distribute} replicas={replicas}"
-        + (f" process={index}/{processes}" if processes > 1 else ""),
-        file=sys.stderr if index else sys.stdout,  # each process says it joined
-        flush=True,
-    )
+    if announce:
+        compute.announce()
     return compute
 
 

@@ -19,17 +19,13 @@ import sys
 from pathlib import Path
 
 from .atomic import StageOutputs
-from .data import (
-    FORMATS_EXAMPLE,
-    FolderListing,
-    UnreadableImage,
-    image_files_under,
-    load_class_names,
-)
-from .data import read_image as read_model_input
 from .dvcfile import DVC_YAML
 from .errors import PipelineError, exit_on_pipeline_error
+from .images import FORMATS_EXAMPLE, UnreadableImage
+from .images import read_image as read_model_input
 from .runtimes import model_file
+from .sources import FolderListing, image_files_under
+from .store import load_class_names
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")
 
@@ -70,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 def image_files(paths: list[Path]) -> list[Path]:
     """The given files as they are, plus every image file under the given folders, no duplicates.
 
-    Folders are searched as prepare searches a class folder (data.image_files_under).
+    Folders are searched as prepare searches a class folder (sources.image_files_under).
     """
     found: dict[Path, None] = {}
     listings = []

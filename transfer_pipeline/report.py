@@ -121,8 +121,8 @@ def export_rows(exports: dict[str, dict], keras_accuracy: float) -> list[tuple]:
     return [
         (
             fmt,
-            _pct(m["test_accuracy"]),
-            f"{100 * (m['test_accuracy'] - keras_accuracy):+.2f} pp",
+            _pct(m["runtime_test_accuracy"]),
+            f"{100 * (m['runtime_test_accuracy'] - keras_accuracy):+.2f} pp",
             f"{m['size_mb']:.1f}",
             f"{m['latency_ms']:.1f}",
             f"{m['images_per_s']:.0f}",
