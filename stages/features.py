@@ -64,7 +64,11 @@ def main() -> None:
         model = under_policy(
             policy,
             lambda: build_feature_extractor(
-                backbone["backbone"], train_x.shape[1], backbone["image_size"], None
+                backbone["backbone"],
+                train_x.shape[1],
+                backbone["image_size"],
+                backbone["weights"],
+                load_weights=False,  # the architecture: timing needs no trained weights
             ),
         )
         return images_per_s(
@@ -101,7 +105,9 @@ def main() -> None:
     )
     running = extractor
     if precision != saved:
-        running = twin_extractor(extractor, backbone["backbone"], backbone["image_size"], precision)
+        running = twin_extractor(
+            extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
+        )
     rates = {}
     with outputs:
         for split in SPLITS:

@@ -1,5 +1,8 @@
 """Stage fine_tune: unfreeze the backbone (kept in inference mode) and train the whole model.
 
+With fine_tune.epochs 0 (head only) it saves the frozen extractor and the head as one model,
+which evaluate, export, report and tl-predict use as they use a fine-tuned one.
+
 Resumable: after each epoch a checkpoint goes to .resume/fine_tune/ (not a DVC output, so
 `dvc repro` after a crash or kill continues from the last completed epoch).
 
@@ -75,7 +78,9 @@ def main() -> None:
         twin with the same weights where the saved one has another)."""
         extractor, head = load_model(args.extractor), load_model(args.head)
         if policy != saved_precision:
-            extractor = twin_extractor(extractor, model["backbone"], model["image_size"], policy)
+            extractor = twin_extractor(
+                extractor, model["backbone"], model["image_size"], policy, model["weights"]
+            )
         augment_seed = params["seed"] if settings["augment"] else None
         classifier = build_classifier(extractor, head, augment_seed)
         trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
@@ -105,6 +110,18 @@ def main() -> None:
         y = one_hot(train_y[:TIMING_TRAIN_BATCH], n_classes)
         return images_per_s(lambda: timed.train_on_batch(x, y), len(x))
 
+    if settings["epochs"] == 0:  # head only: the saved model is the frozen extractor + head
+        setup.announce()
+        with outputs:
+            classifier = build_classifier(load_model(args.extractor), load_model(args.head))
+            save_model(classifier, outputs.path(args.model))
+            live = open_live(outputs.path(args.live), outputs.writer)
+            log_summary(live, {"epochs": 0, "frozen_backbone": 1})
+            outputs.path(args.live).joinpath("plots").mkdir(exist_ok=True)  # declared, no curve
+            outputs.write_json(args.compute, setup.record())
+            live.end()
+        print("fine_tune: fine_tune.epochs 0: backbone + head saved, the backbone frozen")
+        return
     checkpoints = Checkpoints(
         RESUME_DIR,
         fingerprint("fine_tune", params),

@@ -54,6 +54,7 @@ def main() -> None:
     ).to_numpy()
 
     backbone, tune = params["model"], params["fine_tune"]
+    fine_tuned = tune["epochs"] > 0  # 0: head only, the backbone was never trained
     params_rows = [
         ("model.backbone", backbone["backbone"]),
         ("model.weights", backbone["weights"] or "null (random initialisation)"),
@@ -63,7 +64,7 @@ def main() -> None:
         ("train_head.epochs", params["train_head"]["epochs"]),
         ("fine_tune.optimizer", tune["optimizer"]),
         ("fine_tune.lr", tune["lr"]),
-        ("fine_tune.epochs", tune["epochs"]),
+        ("fine_tune.epochs", tune["epochs"] or "0 (head only: the backbone stayed frozen)"),
         ("fine_tune.unfreeze", tune["unfreeze"]),
         (
             "data sizes (train/val/test)",
@@ -73,9 +74,11 @@ def main() -> None:
     figures = {
         "Training curves (head, then fine-tuning)": (
             "curves.png",
-            report.training_curves(read_history(args.train_head), read_history(args.fine_tune)),
+            report.training_curves(
+                read_history(args.train_head), read_history(args.fine_tune) if fine_tuned else None
+            ),
         ),
-        "Confusion matrix (fine-tuned, test set)": (
+        f"Confusion matrix ({'fine-tuned' if fine_tuned else 'frozen backbone'}, test set)": (
             "confusion.png",
             report.confusion_heatmap(matrix, class_names),
         ),
@@ -91,7 +94,9 @@ def main() -> None:
         figures["Most confidently wrong test images"] = ("wrong.png", wrong)
 
     title = f"Transfer learning: {backbone['backbone']} on {params['data']['dataset']}"
-    headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"])
+    headline = report.headline_rows(
+        evaluation, params["report"]["reference_accuracy"], fine_tuned
+    )
     # Only the formats in params: files of formats removed since are stale.
     exports = {}
     for fmt in params["export"]["formats"]:

@@ -1,8 +1,8 @@
-"""The backbone registry: one entry per supported ``keras.applications`` model.
+"""The backbone registry: one entry per supported ``keras.applications`` model
+(``BACKBONES``) and per supported KerasHub preset (``HUB_BACKBONES``, loaded by hub.py).
 
-Each entry knows the constructor, the preprocessing its ImageNet weights expect, its minimum
-and default input size, and its feature width. Kept free of TensorFlow imports so params can
-be validated without paying for TensorFlow; ``build_backbone`` imports Keras lazily.
+Each entry knows how its weights expect pixels, its input sizes and its feature width. Kept
+free of TensorFlow and KerasHub imports so params can be validated without paying for them.
 """
 
 from __future__ import annotations
@@ -111,3 +111,93 @@ BACKBONES: dict[str, Backbone] = {
         ),
     ]
 }
+
+
+@dataclass(frozen=True)
+class HubBackbone:
+    """A KerasHub vision preset. ``model.backbone`` names it; ``model.weights: imagenet`` loads
+    it by name (network), ``weights/<folder>`` from a preset folder (docs/backbones.md)."""
+
+    name: str  # the KerasHub preset name
+    keras_hub_class: str  # attribute of keras_hub.models; "keras_hub>" + it in a folder's config
+    # config.json "model_type" (transformers) or "architecture" prefix (timm) of folders that
+    # KerasHub converts into this class
+    converted_from: tuple[str, ...]
+    # How the backbone's output becomes one feature vector, as the preset's authors evaluate it:
+    #   "class_and_patch_mean": class token ++ mean of the patch tokens, registers left out
+    #                           (DINOv2's linear evaluation)
+    #   "class_token":          the class token (ViT's pre-logits)
+    #   "average":              global average pooling of the last feature map (CNNs)
+    pooling: str
+    patch_size: int  # 0 for CNNs; the model's input side must be a multiple of it
+    fixed_size: int  # 0 = any size; else the only input size the preset loads at
+    feature_width: int
+    params_millions: float
+    # A random-weights architecture (model.weights: null) where one is built in; None = only
+    # from a preset folder or by name
+    random_config: dict | None = None
+
+    def size_problem(self, image_size: int) -> str | None:
+        """Why ``image_size`` cannot be this preset's input, or None."""
+        if self.fixed_size and image_size != self.fixed_size:
+            return (
+                f"model.image_size = {image_size} does not fit {self.name}, which loads only at "
+                f"{self.fixed_size} px; set model.image_size: {self.fixed_size}"
+            )
+        if self.patch_size and image_size % self.patch_size:
+            below = image_size // self.patch_size * self.patch_size
+            return (
+                f"model.image_size = {image_size} is not a multiple of {self.name}'s patch size "
+                f"{self.patch_size}; use {below or self.patch_size} or {below + self.patch_size}"
+            )
+        return None
+
+
+def _dinov2(size: str, registers: bool, width: int, layers: int, heads: int, params: float):
+    random_config = {
+        "patch_size": 14,
+        "num_layers": layers,
+        "hidden_dim": width,
+        "num_heads": heads,
+        "intermediate_dim": 4 * width,
+        "num_register_tokens": 4 if registers else 0,
+        "position_embedding_shape": (518, 518),
+    }
+    return HubBackbone(
+        f"dinov2_with_registers_{size}" if registers else f"dinov2_{size}",
+        "DINOV2Backbone",
+        ("dinov2_with_registers",) if registers else ("dinov2",),
+        "class_and_patch_mean",
+        14,
+        0,
+        2 * width,
+        params,
+        random_config,
+    )
+
+
+HUB_BACKBONES: dict[str, HubBackbone] = {
+    b.name: b
+    for b in [
+        _dinov2("small", False, 384, 12, 6, 22.6),
+        _dinov2("base", False, 768, 12, 12, 87.6),
+        _dinov2("large", False, 1024, 24, 16, 305.8),
+        _dinov2("small", True, 384, 12, 6, 22.6),
+        _dinov2("base", True, 768, 12, 12, 87.6),
+        _dinov2("large", True, 1024, 24, 16, 305.8),
+        HubBackbone(
+            "vit_base_patch16_224_imagenet21k", "ViTBackbone", ("vit",), "class_token", 16, 224,
+            768, 86.4,
+        ),
+        HubBackbone(
+            "mobilenet_v3_large_100_imagenet_21k", "MobileNetBackbone", ("mobilenetv3",),
+            "average", 0, 0, 960, 3.0,
+        ),
+        HubBackbone(
+            "efficientnet_b0_ra_imagenet", "EfficientNetBackbone", ("efficientnet",), "average",
+            0, 0, 1280, 4.0,
+        ),
+    ]
+}
+
+ALL_BACKBONES = (*BACKBONES, *HUB_BACKBONES)

@@ -20,7 +20,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from .backbones import BACKBONES, Backbone
+from . import hub
+from .backbones import BACKBONES, HUB_BACKBONES, Backbone
 from .dvcfile import rebuild_hint
 from .errors import PipelineError
 
@@ -101,38 +102,59 @@ def _first_kernel(model: keras.Model) -> tuple[str, tuple]:
 
 
 def build_feature_extractor(
-    backbone_name: str, stored_size: int, image_size: int, weights, dtype_policy=None
+    backbone_name: str,
+    stored_size: int,
+    image_size: int,
+    weights,
+    dtype_policy=None,
+    load_weights: bool = True,
 ):
     """uint8 images of the stored size -> pooled backbone features (the frozen part), built
-    under ``dtype_policy`` (e.g. "mixed_bfloat16") or else the global dtype policy."""
+    under ``dtype_policy`` (e.g. "mixed_bfloat16") or else the global dtype policy.
+    ``load_weights=False``: the architecture ``weights`` names, with random weights."""
     if dtype_policy is not None:
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(dtype_policy)
         try:
-            return build_feature_extractor(backbone_name, stored_size, image_size, weights)
+            return build_feature_extractor(
+                backbone_name, stored_size, image_size, weights, load_weights=load_weights
+            )
         finally:
             keras.config.set_dtype_policy(previous)
-    backbone = BACKBONES[backbone_name]
-    base = build_backbone(backbone_name, image_size, weights)
+    preset = HUB_BACKBONES.get(backbone_name)
+    if preset is not None:
+        base = hub.load_backbone(preset, image_size, weights, load_weights)
+        scale, offset = hub.preprocessing(preset, weights)
+        preprocess = layers.Rescaling(scale, offset, name="preprocess")
+        pool = hub.pooling_layer(preset, base)
+    else:
+        base = build_backbone(backbone_name, image_size, weights if load_weights else None)
+        preprocess, pool = preprocessing_layer(BACKBONES[backbone_name]), None
     base.trainable = False
     # float32 input: the classifier feeds it uint8 (cast on the device) or augmented floats.
     inputs = keras.Input((stored_size, stored_size, 3), dtype="float32", name="pixels")
     x = layers.Resizing(image_size, image_size, name="resize")(inputs)
-    preprocess = preprocessing_layer(backbone)
     if preprocess is not None:
         x = preprocess(x)
     # training=False: the base runs in inference mode here; for fine-tuning see unfreeze().
+    if isinstance(base.input, dict):  # KerasHub's transformers take {"images": ...}
+        x = {name: x for name in base.input}
     features = base(x, training=False)
+    if pool is not None:
+        features = pool(features)
     return keras.Model(inputs, features, name="feature_extractor")
 
 
 def twin_extractor(
-    extractor: keras.Model, backbone_name: str, image_size: int, dtype_policy: str
+    extractor: keras.Model, backbone_name: str, image_size: int, dtype_policy: str, weights=None
 ) -> keras.Model:
     """The same feature extractor, weights included, built under another dtype policy (the
-    features stage extracts on a mixed bfloat16 twin and saves the float32 original)."""
+    features stage extracts on a mixed bfloat16 twin and saves the float32 original).
+    ``weights``: model.weights, where the architecture comes from (KerasHub presets)."""
     stored_size = extractor.input_shape[1]
-    twin = build_feature_extractor(backbone_name, stored_size, image_size, None, dtype_policy)
+    twin = build_feature_extractor(
+        backbone_name, stored_size, image_size, weights, dtype_policy, load_weights=False
+    )
     twin.set_weights(extractor.get_weights())
     return twin
 
@@ -235,6 +257,7 @@ def load_model(path, **kwargs) -> keras.Model:
             f"{path} is not a readable Keras model (not a .keras zip archive): it is truncated "
             f"or corrupt; {rebuild_hint(path)}"
         )
+    hub.import_for(path)  # a KerasHub backbone's classes register when keras_hub is imported
     try:
         return keras.models.load_model(path, safe_mode=True, **kwargs)
     except Exception as error:  # Keras reports a damaged archive as many different errors

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .backbones import BACKBONES
+from .backbones import ALL_BACKBONES, BACKBONES, HUB_BACKBONES
 from .backend import BACKENDS
 from .dvcfile import declared_params
 from .errors import PipelineError
@@ -128,11 +128,12 @@ def _under(value: str, folder: str) -> bool:
 def _weights(value):
     if value is None or value == "imagenet":
         return value, None
-    if isinstance(value, str) and value.endswith(".h5") and _under(value, WEIGHTS_DIR):
-        return value, None
+    if isinstance(value, str) and _under(value, WEIGHTS_DIR):
+        return value.rstrip("/"), None
     return None, (
-        f"imagenet, null, or a .h5 file under {WEIGHTS_DIR}/ without '..' (copy the file there "
-        f"and `dvc add` it, so DVC tracks it as a dependency)"
+        f"imagenet, null, or a .h5 file (a preset folder for KerasHub backbones) under "
+        f"{WEIGHTS_DIR}/ without '..' (copy it there and `dvc add` it, so DVC tracks it as a "
+        f"dependency)"
     )
 
 
@@ -212,7 +213,7 @@ SCHEMA = {
     "data.test_size": _int(1),
     "data.image_size": _int(8, 1024),
     "data.bad_images": _choice("skip", "error"),
-    "model.backbone": _choice(*BACKBONES),
+    "model.backbone": _choice(*ALL_BACKBONES),
     "model.weights": _weights,
     "model.image_size": _int(8, 1024),
     "model.head_units": _units,
@@ -223,7 +224,7 @@ SCHEMA = {
     "train_head.optimizer": _choice(*OPTIMIZERS),
     "train_head.momentum": _float(0.0, 0.999),
     "fine_tune.lr": _float(above=0),
-    "fine_tune.epochs": _int(1),
+    "fine_tune.epochs": _int(0),  # 0: head only, the backbone stays frozen
     "fine_tune.batch_size": _int(1),
     "fine_tune.optimizer": _choice(*OPTIMIZERS),
     "fine_tune.momentum": _float(0.0, 0.999),
@@ -296,12 +297,29 @@ def validate(raw: dict, source: str = "params.yaml") -> dict:
 
 def _cross_checks(p: dict) -> list[str]:
     problems = []
-    backbone = BACKBONES[p["model.backbone"]]
-    if p["model.image_size"] < backbone.min_size:
-        problems.append(
-            f"model.image_size = {p['model.image_size']} is too small for {backbone.name}; "
-            f"expected >= {backbone.min_size}"
-        )
+    weights = p["model.weights"]
+    local = weights not in (None, "imagenet")
+    if p["model.backbone"] in HUB_BACKBONES:
+        preset = HUB_BACKBONES[p["model.backbone"]]
+        size = preset.size_problem(p["model.image_size"])
+        problems += [size] if size else []
+        if local and weights.endswith(".h5"):
+            problems.append(
+                f"model.weights = {weights!r} is a file; {preset.name} is a KerasHub preset, whose "
+                f"weights are a preset folder under {WEIGHTS_DIR}/ (docs/backbones.md)"
+            )
+    else:
+        backbone = BACKBONES[p["model.backbone"]]
+        if p["model.image_size"] < backbone.min_size:
+            problems.append(
+                f"model.image_size = {p['model.image_size']} is too small for {backbone.name}; "
+                f"expected >= {backbone.min_size}"
+            )
+        if local and not weights.endswith(".h5"):
+            problems.append(
+                f"model.weights = {weights!r} is not a .h5 weights file of {backbone.name} (a "
+                f"preset folder is for KerasHub backbones: docs/backbones.md)"
+            )
     if p["fine_tune.warmup_epochs"] >= p["fine_tune.epochs"] and p["fine_tune.warmup_epochs"]:
         problems.append("fine_tune.warmup_epochs must be smaller than fine_tune.epochs")
     if p["compute.distribute"] == "multi_host" and p["compute.backend"] != "jax":

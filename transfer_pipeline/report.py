@@ -31,15 +31,18 @@ FIGURE_NOTES = {
 }
 
 
-def training_curves(head: pd.DataFrame, fine: pd.DataFrame):
-    """Both phases on one epoch axis; a dashed line marks where fine-tuning starts."""
+def training_curves(head: pd.DataFrame, fine: pd.DataFrame | None):
+    """Both phases on one epoch axis; a dashed line marks where fine-tuning starts (``fine``
+    None: a head-only run, fine_tune.epochs 0)."""
     offset = len(head)
+    phases = [(head, 0, "head")] + ([(fine, offset, "fine-tune")] if fine is not None else [])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for frame, shift, phase in ((head, 0, "head"), (fine, offset, "fine-tune")):
+        for frame, shift, phase in phases:
             ax.plot(frame["epoch"] + shift, frame[metric], "o-", label=f"{phase} train")
             ax.plot(frame["epoch"] + shift, frame[f"val_{metric}"], "s--", label=f"{phase} val")
-        ax.axvline(offset + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
+        if fine is not None:
+            ax.axvline(offset + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (both phases)")
         ax.set_ylabel(metric)
@@ -94,14 +97,17 @@ def save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def headline_rows(evaluation: dict, reference: float) -> list[tuple[str, str, str]]:
+def headline_rows(
+    evaluation: dict, reference: float, fine_tuned: bool = True
+) -> list[tuple[str, str, str]]:
+    final = "fine-tuned" if fine_tuned else "backbone + head, backbone frozen (fine_tune.epochs 0)"
     return [
         (
             "head only (frozen backbone)",
             _pct(evaluation["head_only"]["test_accuracy"]),
             f"{evaluation['head_only']['test_loss']:.4f}",
         ),
-        ("fine-tuned", _pct(evaluation["test_accuracy"]), f"{evaluation['test_loss']:.4f}"),
+        (final, _pct(evaluation["test_accuracy"]), f"{evaluation['test_loss']:.4f}"),
         (SEED_REPORT, _pct(reference), "n/a"),
     ]
 

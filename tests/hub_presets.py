@@ -1,0 +1,71 @@
+"""Tiny random KerasHub presets the tests make themselves (real weights cannot reach these
+machines): a DINOv2 and a MobileNetV3 in KerasHub's own layout, as ``save_to_preset`` writes
+them. The transformers-layout DINOv2 is checked in (tests/data/dinov2_tiny/, made with PyTorch
+by tests/make_dinov2_reference.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DINOV2_TRANSFORMERS = HERE / "data" / "dinov2_tiny"  # a transformers Dinov2Model folder
+DINOV2_REFERENCE = HERE / "data" / "dinov2_tiny_reference.npz"  # its images and features
+
+
+def save_dinov2(folder: Path, registers: int = 0) -> Path:
+    """DINOv2 with 2 layers of width 32 (patch 14, position embeddings for 56 px) and the
+    image converter of the real presets (ImageNet mean and std)."""
+    import keras
+    import keras_hub
+
+    from transfer_pipeline.hub import IMAGENET_MEAN, IMAGENET_STD
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=14,
+        num_layers=2,
+        hidden_dim=32,
+        num_heads=2,
+        intermediate_dim=64,
+        num_register_tokens=registers,
+        image_shape=(56, 56, 3),
+        position_embedding_shape=(56, 56),
+    )
+    backbone.save_to_preset(str(folder))
+    keras_hub.layers.DINOV2ImageConverter(
+        image_size=(56, 56),
+        scale=[1 / (255 * s) for s in IMAGENET_STD],
+        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
+    ).save_to_preset(str(folder))
+    return folder
+
+
+def save_mobilenet(folder: Path) -> Path:
+    """A MobileNetV3 of two small stacks (KerasHub's MobileNetBackbone), with an image
+    converter scaling to [-1, 1]."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[8, 8], [16, 16]],
+        stackwise_num_blocks=[2, 2],
+        stackwise_num_filters=[[8, 8], [16, 16]],
+        stackwise_kernel_size=[[3, 3], [3, 3]],
+        stackwise_num_strides=[[2, 1], [2, 1]],
+        stackwise_se_ratio=[[None, None], [0.25, 0.25]],
+        stackwise_activation=[["relu", "relu"], ["hard_swish", "hard_swish"]],
+        stackwise_padding=[[1, 1], [1, 1]],
+        output_num_filters=32,
+        depthwise_filters=8,
+        depthwise_stride=2,
+        depthwise_residual=False,
+        last_layer_filter=32,
+        squeeze_and_excite=0.5,
+        image_shape=(None, None, 3),
+    )
+    backbone.save_to_preset(str(folder))
+    keras_hub.layers.MobileNetImageConverter(scale=1 / 127.5, offset=-1.0).save_to_preset(
+        str(folder)
+    )
+    return folder

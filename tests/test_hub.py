@@ -1,0 +1,232 @@
+"""KerasHub backbones (DINOv2, MobileNetV3): parity with the reference implementation, the
+checks that make a bad preset folder one line, head-only and fine-tuned pipelines through
+`dvc repro`. Tiny random presets only: real weights cannot reach these machines."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO_ROOT, new_repo, project_files, stderr_lines, tool_env
+from hub_presets import DINOV2_REFERENCE, DINOV2_TRANSFORMERS, save_dinov2, save_mobilenet
+
+from transfer_pipeline.errors import PipelineError
+from transfer_pipeline.params import ParamError, validate
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def _run_stage(repo, *args, backend="tensorflow"):
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=repo.path,
+        env={**tool_env(), "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_dinov2_features_stage_equals_the_transformers_reference(tmp_path, backend):
+    """The features stage on a transformers Dinov2Model folder (preprocessing, position
+    embeddings interpolated 56 -> 28 px, class token ++ patch mean) gives the features that
+    transformers' Dinov2Model gives in PyTorch (tests/make_dinov2_reference.py), within 1e-4."""
+    reference = np.load(DINOV2_REFERENCE)
+    images, expected = reference["images"], reference["features"]
+    repo = project_files(tmp_path / "repo")
+    shutil.copytree(DINOV2_TRANSFORMERS, repo.path / "weights" / "dinov2_tiny")
+    repo.set_params(
+        {
+            "model": {
+                "backbone": "dinov2_small",
+                "weights": "weights/dinov2_tiny",
+                "image_size": 28,  # the images' own size: no resize in the comparison
+            },
+            "compute": {"backend": backend, "precision": "float32"},
+            "features": {"batch_size": 5},  # a padded last batch too
+        }
+    )
+    prepared = repo.path / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    for split, rows in {"train": slice(0, 8), "val": slice(8, 10), "test": slice(10, 12)}.items():
+        np.save(prepared / f"{split}_x.npy", images[rows])
+        np.save(prepared / f"{split}_y.npy", np.arange(len(images))[rows] % 2)
+    (prepared / "classes.json").write_text(json.dumps(["a", "b"]))
+    result = _run_stage(
+        repo,
+        "stages.features",
+        "data/prepared",
+        "data/features",
+        "models/feature_extractor.keras",
+        "metrics/features.json",
+        "compute/features.json",
+        backend=backend,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = np.concatenate(
+        [np.load(repo.path / "data" / "features" / f"{s}.npy") for s in ("train", "val", "test")]
+    )
+    assert got.shape == expected.shape == (12, 64)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "backbone, image_size, weights, message",
+    [
+        ("dinov2_small", 224 + 7, "imagenet", "not a multiple of dinov2_small's patch size 14"),
+        ("dinov2_base", 32, "imagenet", "use 28 or 42"),
+        ("vit_base_patch16_224_imagenet21k", 384, "imagenet", "loads only at 224 px"),
+        ("dinov2_small", 224, "weights/dinov2.h5", "whose weights are a preset folder"),
+        ("xception", 224, "weights/dinov2_small", "not a .h5 weights file of xception"),
+    ],
+)
+def test_hub_params_are_checked_before_any_stage_runs(backbone, image_size, weights, message):
+    raw = default_params()
+    raw["model"].update(backbone=backbone, image_size=image_size, weights=weights)
+    with pytest.raises(ParamError, match=message):
+        validate(raw)
+
+
+def test_hub_backbones_validate_by_name():
+    raw = default_params()
+    raw["model"].update(backbone="dinov2_with_registers_base", weights="weights/dinov2_base/")
+    assert validate(raw)["model"]["weights"] == "weights/dinov2_base"
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("presets")
+    return {
+        "dinov2": save_dinov2(folder / "dinov2_registers", registers=2),
+        "mobilenet": save_mobilenet(folder / "mobilenet"),
+    }
+
+
+def test_hub_bad_preset_folders_are_one_line_each(presets, tmp_path):
+    from transfer_pipeline.backbones import HUB_BACKBONES
+    from transfer_pipeline.hub import load_backbone
+
+    dinov2 = HUB_BACKBONES["dinov2_small"]
+    with pytest.raises(PipelineError, match="does not exist; copy the preset folder"):
+        load_backbone(dinov2, 28, str(tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="has no config.json"):
+        load_backbone(dinov2, 28, str(tmp_path / "empty"))
+    with pytest.raises(PipelineError, match="holds a keras_hub 'keras_hub>MobileNetBackbone'"):
+        load_backbone(dinov2, 28, str(presets["mobilenet"]))
+    with pytest.raises(PipelineError, match="holds a transformers 'dinov2' model"):
+        load_backbone(HUB_BACKBONES["dinov2_with_registers_small"], 28, str(DINOV2_TRANSFORMERS))
+    missing = shutil.copytree(presets["dinov2"], tmp_path / "missing")
+    (missing / "model.weights.h5").unlink()
+    with pytest.raises(PipelineError, match="has no model.weights.h5: copy the whole preset"):
+        load_backbone(dinov2, 28, str(missing))
+    for name, file in (("keras", "model.weights.h5"), ("transformers", "model.safetensors")):
+        source = presets["dinov2"] if name == "keras" else DINOV2_TRANSFORMERS
+        truncated = shutil.copytree(source, tmp_path / f"truncated-{name}")
+        data = (truncated / file).read_bytes()
+        (truncated / file).write_bytes(data[: len(data) // 2])
+        with pytest.raises(PipelineError, match="cannot be loaded as dinov2_small .*truncated") as e:
+            load_backbone(dinov2, 28, str(truncated))
+        assert "\n" not in str(e.value)
+
+
+def test_hub_dinov2_pools_class_token_and_patch_mean_without_registers(presets, tmp_path):
+    """DINOv2 with 2 registers: the features are [class token, mean of the 4 patch tokens],
+    the registers (tokens 1-2) left out; the saved extractor reloads to the same numbers."""
+    import keras
+
+    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
+
+    extractor = build_feature_extractor("dinov2_with_registers_small", 32, 28, str(presets["dinov2"]))
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(extractor(images))
+    preprocessed = keras.Model(extractor.input, extractor.get_layer("preprocess").output)(images)
+    base = backbone_of(extractor)
+    tokens = keras.ops.convert_to_numpy(base({"images": preprocessed}))
+    assert tokens.shape == (3, 1 + 2 + 4, 32)
+    expected = np.concatenate([tokens[:, 0], tokens[:, 3:].mean(axis=1)], axis=-1)
+    np.testing.assert_allclose(features, expected, atol=1e-6)
+    extractor.save(tmp_path / "extractor.keras")
+    reloaded = load_model(tmp_path / "extractor.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(images)), features, atol=1e-6)
+
+
+def test_hub_dinov2_fine_tunes_with_adamw(presets):
+    """Unfrozen DINOv2 + head, AdamW with weight decay: a training step changes the
+    transformer's weights and gives a finite loss."""
+    import keras
+
+    from transfer_pipeline.model import (
+        backbone_of,
+        build_classifier,
+        build_feature_extractor,
+        build_head,
+        unfreeze,
+    )
+    from transfer_pipeline.optimizers import optimizer
+
+    extractor = build_feature_extractor("dinov2_with_registers_small", 32, 28, str(presets["dinov2"]))
+    classifier = build_classifier(extractor, build_head(64, [16], 0.0, 3))
+    assert unfreeze(backbone_of(extractor), "all") > 0
+    classifier.compile(optimizer=optimizer("adam", 1e-3, 0.9, 0.05), loss="categorical_crossentropy")
+    before = [keras.ops.convert_to_numpy(w).copy() for w in backbone_of(extractor).weights]
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    loss = classifier.train_on_batch(x, np.eye(3)[[0, 1, 2, 0]])
+    assert np.isfinite(loss)
+    after = [keras.ops.convert_to_numpy(w) for w in backbone_of(extractor).weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+
+
+def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_from_features(
+    tmp_path,
+):
+    """dvc repro with a tiny DINOv2 preset folder, fine_tune.epochs 0: the exported models pass
+    their parity checks, tl-predict ranks an image, the report says the backbone was frozen.
+    Then model.backbone switched to MobileNetV3 (fine-tuned one epoch): prepare is not rerun,
+    features and everything after it is."""
+    repo = new_repo(tmp_path / "repo")
+    save_dinov2(repo.path / "weights" / "dinov2_small")
+    save_mobilenet(repo.path / "weights" / "mobilenet_v3")
+    repo.dvc("add", "-q", "weights/dinov2_small", "weights/mobilenet_v3")
+    repo.set_params(
+        {
+            "model": {"backbone": "dinov2_small", "weights": "weights/dinov2_small", "image_size": 28},
+            "fine_tune": {"epochs": 0},
+            "export": {"formats": ["saved_model", "onnx", "litert"]},
+        }
+    )
+    repo.commit("tiny DINOv2, head only")
+    first = repo.dvc("repro")
+    assert "fine_tune.epochs 0: backbone + head saved" in first.stdout
+    for fmt in ("saved_model", "onnx", "litert"):
+        assert repo.json(f"metrics/export/{fmt}.json")["runtime_test_accuracy"] >= 0
+    report = (repo.path / "report" / "report.md").read_text()
+    assert "backbone frozen (fine_tune.epochs 0)" in report
+    image = repo.path / "one.png"
+    from PIL import Image
+
+    Image.fromarray(np.load(repo.path / "data/prepared/test_x.npy")[0]).save(image)
+    predicted = repo.run(sys.executable, "-m", "transfer_pipeline.predict", str(image))
+    assert predicted.stdout.startswith(f"{image}: ") and not stderr_lines(predicted)
+    repo.commit("DINOv2 run")
+
+    repo.set_params(
+        {
+            "model": {"backbone": "mobilenet_v3_large_100_imagenet_21k", "weights": "weights/mobilenet_v3", "image_size": 32},
+            "fine_tune": {"epochs": 1, "unfreeze": "all"},
+            "export": {"formats": ["saved_model"]},
+        }
+    )
+    second = repo.dvc("repro")
+    ran = repo.ran_stages(second.stdout)
+    assert "prepare" not in ran
+    assert {"features", "train_head", "fine_tune", "evaluate", "export@saved_model", "report"} <= ran
+    assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert params["model"]["backbone"] == "xception"  # the project's defaults untouched
