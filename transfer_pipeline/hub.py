@@ -182,9 +182,10 @@ def with_reference_position_embeddings(backbone, image_size: int):
         id(embeddings.position_embeddings),
         id(embeddings.interpolated_position_embeddings),
     }
-    old = {variable.path: variable for variable in backbone.weights}
-    for new in rebuilt.weights:
-        new.assign(fitted if id(old[new.path]) in position else old[new.path])
+    mask = getattr(embeddings, "mask_token", None)
+    kept = [variable for variable in backbone.weights if variable is not mask]
+    for old, new in zip(kept, rebuilt.weights, strict=True):  # the same layers, in order
+        new.assign(fitted if id(old) in position else old)
     return rebuilt
 
 
