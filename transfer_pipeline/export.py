@@ -124,6 +124,8 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
                 )
             options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
     keras_format = {"saved_model": "tf_saved_model", "onnx": "onnx"}.get(fmt, "litert")
+    if fmt == "onnx":
+        _teach_tf2onnx_erfc()
     try:
         with warnings.catch_warnings():  # Keras' tf2onnx patch probes np.object (NumPy 2)
             warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
@@ -139,6 +141,34 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
     if not target.exists():
         raise PipelineError(f"exporting the model as {fmt} wrote no {target.name}")
     return target
+
+
+def _teach_tf2onnx_erfc() -> None:
+    """tf2onnx 1.16 cannot convert TensorFlow's Erfc, which the exact GELU of every transformer
+    (DINOv2, ViT) is made of: 0.5 x erfc(-x / sqrt 2). erfc(x) = 1 - erf(x), with ONNX's Erf."""
+    import numpy as np
+    from tf2onnx import handler, utils
+
+    if any("Erfc" in handlers for handlers in handler.tf_op.get_opsets().get("", [])):
+        return
+
+    @handler.tf_op("Erfc")
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            node.type = "Erf"
+            dtype = ctx.get_dtype(node.output[0])
+            one = ctx.make_const(
+                utils.make_name("erfc_one"), np.array(1, utils.map_onnx_to_numpy_type(dtype))
+            )
+            complement = ctx.insert_new_node_on_output(
+                "Sub",
+                node.output[0],
+                name=utils.make_name(node.name),
+                inputs=[one.output[0], node.output[0]],
+            )
+            ctx.set_dtype(complement.output[0], dtype)
+            ctx.copy_shape(node.output[0], complement.output[0])
 
 
 def _call_once(model) -> None:
