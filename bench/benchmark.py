@@ -6,6 +6,7 @@
     python bench/benchmark.py --compare-backends [--real-size]   # 2, 3 and the peak for
                                               # tensorflow and jax, one table
     python bench/benchmark.py --compare-precisions [--real-size]  # float32 vs mixed_bfloat16
+    python bench/benchmark.py --compare-backbones [--backend jax]  # DINOv2 small vs Xception
 
 Prints, for each setting:
   1. the head trained on cached features vs the same head trained end-to-end through the
@@ -49,6 +50,11 @@ def parse_args():
     )
     parser.add_argument(
         "--compare-precisions", action="store_true", help="float32 vs mixed_bfloat16 on this CPU"
+    )
+    parser.add_argument(
+        "--compare-backbones",
+        action="store_true",
+        help="feature extraction of DINOv2 small vs Xception at 224 px (random weights)",
     )
     parser.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -247,6 +253,42 @@ def compare_precisions(real_size: bool) -> None:
     )
 
 
+def compare_backbones() -> None:
+    """Images/s of the features stage's extraction (its extractor and its extract_features
+    loop) for DINOv2 small (KerasHub, random weights) and Xception at 224 px, batch 32, in
+    float32 and, on a CPU with a native bfloat16 flag, mixed_bfloat16; alternated, best of 2."""
+    from transfer_pipeline.compute import cpu_bfloat16_flag
+
+    flag = cpu_bfloat16_flag()
+    print(
+        f"machine: {os.cpu_count()} CPU cores, native bfloat16 flag: {flag or 'none'}; "
+        f"Keras {keras.__version__} on {keras.backend.backend()} {backend_version()}"
+    )
+    policies = ("float32", "mixed_bfloat16") if flag else ("float32",)
+    backbones = ("xception", "dinov2_small")
+    x, _ = class_images(10, 10, 32, seed=1)  # 100 images of CIFAR's stored size
+    x = x[:96]
+    models = {
+        (b, p): build_feature_extractor(b, 32, 224, None, p) for b in backbones for p in policies
+    }
+    rates = {key: [] for key in models}
+    for key, model in models.items():
+        extract_features(model, x[:32], 32, "warm-up")
+    for _ in range(2):
+        for key, model in models.items():
+            started = time.perf_counter()
+            extract_features(model, x, 32, "bench")
+            rates[key].append(len(x) / (time.perf_counter() - started))
+    print(f"\nfeature extraction at 224 px, {len(x)} images, batch 32 (images/s, best of 2)")
+    for p in policies:
+        best = {b: max(rates[b, p]) for b in backbones}
+        runs = "; ".join(f"{b} " + ", ".join(f"{r:.1f}" for r in rates[b, p]) for b in backbones)
+        print(
+            f"  {p:15} xception {best['xception']:6.1f}  dinov2_small {best['dinov2_small']:6.1f}"
+            f"  ratio {best['dinov2_small'] / best['xception']:.2f}x  ({runs})"
+        )
+
+
 def pipeline_overhead(backbone, image_size, n_images, batch):
     x, y = class_images(n_images // 10, 10, 32, seed=2)
     extractor = build_feature_extractor(backbone, 32, image_size, None)
@@ -346,6 +388,9 @@ def main() -> None:
         return
     if args.compare_precisions:
         compare_precisions(args.real_size)
+        return
+    if args.compare_backbones:
+        compare_backbones()
         return
 
     print(

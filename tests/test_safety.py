@@ -164,6 +164,7 @@ def test_what_dvc_yaml_declares_for_a_foreach_stage(monkeypatch):
     assert declared_outputs("export@onnx") == ["models/export/onnx", "metrics/export/onnx.json"]
     assert declared_outputs("train_head") == [
         "models/head.keras",
+        "compute/train_head.json",
         "dvclive/train_head/metrics.json",
         "dvclive/train_head/plots",
     ]
