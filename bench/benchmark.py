@@ -272,7 +272,7 @@ def compare_backbones() -> None:
         (b, p): build_feature_extractor(b, 32, 224, None, p) for b in backbones for p in policies
     }
     rates = {key: [] for key in models}
-    for key, model in models.items():
+    for model in models.values():
         extract_features(model, x[:32], 32, "warm-up")
     for _ in range(2):
         for key, model in models.items():

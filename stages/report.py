@@ -94,9 +94,7 @@ def main() -> None:
         figures["Most confidently wrong test images"] = ("wrong.png", wrong)
 
     title = f"Transfer learning: {backbone['backbone']} on {params['data']['dataset']}"
-    headline = report.headline_rows(
-        evaluation, params["report"]["reference_accuracy"], fine_tuned
-    )
+    headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"], fine_tuned)
     # Only the formats in params: files of formats removed since are stale.
     exports = {}
     for fmt in params["export"]["formats"]:

@@ -322,6 +322,7 @@ def pipeline_copy(pipeline, tmp_path) -> Repo:
 MODULE_ORDER = [
     "test_pipeline_dvc.py",  # builds the session pipeline (about 4 min)
     "test_image_folder.py",  # no session pipeline needed from here ...
+    "test_hub.py",
     "test_backbones.py",
     "test_training_options.py",
     "test_params.py",

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 from conftest import copy_of
+from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
 WINDOW = (1200, 4000)

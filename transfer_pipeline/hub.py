@@ -64,7 +64,9 @@ def folder_layout(folder: Path) -> tuple[str, str]:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as error:
-        raise PipelineError(f"{config_file} is not readable JSON ({error}); copy it again") from None
+        raise PipelineError(
+            f"{config_file} is not readable JSON ({error}); copy the preset folder again"
+        ) from None
     for layout, key in (
         ("keras_hub", "registered_name"),
         ("transformers", "model_type"),
@@ -144,7 +146,9 @@ def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: boo
     folder = Path(weights)
     check_folder(folder, hub)
     try:
-        return models.Backbone.from_preset(str(folder), image_shape=shape, load_weights=load_weights)
+        return models.Backbone.from_preset(
+            str(folder), image_shape=shape, load_weights=load_weights
+        )
     except Exception as error:  # a truncated file fails in h5py, safetensors or a converter
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
         raise PipelineError(
