@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, new_repo, project_files, stderr_lines, tool_env
 from hub_presets import DINOV2_REFERENCE, DINOV2_TRANSFORMERS, save_dinov2, save_mobilenet
 
 from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.params import ParamError, validate
+from transfer_pipeline.params import ParamError, validate, warnings_about
 
 
 def default_params() -> dict:
@@ -93,10 +93,16 @@ def test_hub_params_are_checked_before_any_stage_runs(backbone, image_size, weig
         validate(raw)
 
 
-def test_hub_backbones_validate_by_name():
+def test_hub_backbones_validate_by_name_and_head_only_is_a_note_not_a_small_run():
     raw = default_params()
     raw["model"].update(backbone="dinov2_with_registers_base", weights="weights/dinov2_base/")
-    assert validate(raw)["model"]["weights"] == "weights/dinov2_base"
+    raw["fine_tune"]["epochs"] = 0
+    params = validate(raw)
+    assert params["model"]["weights"] == "weights/dinov2_base"
+    assert warnings_about(params) == [
+        "head only (fine_tune.epochs 0): the backbone stayed frozen; the seed fine-tuned it for "
+        "15 epochs"
+    ]
 
 
 @pytest.fixture(scope="module")

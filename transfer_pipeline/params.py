@@ -354,10 +354,15 @@ def warnings_about(params: dict) -> list[str]:
             "accuracy from the head (only fine-tuning can learn)"
         )
     flat = _flatten(params)
+    if flat.get("fine_tune.epochs") == 0:
+        notes.append(
+            "head only (fine_tune.epochs 0): the backbone stayed frozen; the seed fine-tuned "
+            "it for 15 epochs"
+        )
     smaller = [
         f"{key} {flat[key]:,} (the seed's {seed:,})"
         for key, seed in SEED_RECIPE.items()
-        if key in flat and flat[key] < seed
+        if key in flat and 0 < flat[key] < seed  # 0 fine-tuning epochs: the note above
     ]
     if smaller and flat.get("data.dataset") == "cifar10":
         notes.append(
