@@ -52,6 +52,7 @@ def main() -> None:
         UnpaddedValLoss,
     )
     from transfer_pipeline.feeding import ArrayBatches, one_hot
+    from transfer_pipeline.hub import with_drop_path
     from transfer_pipeline.live import log_epoch, log_summary, open_live
     from transfer_pipeline.model import (
         backbone_of,
@@ -61,7 +62,7 @@ def main() -> None:
         twin_extractor,
         unfreeze,
     )
-    from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
+    from transfer_pipeline.optimizers import cosine_with_warmup, layer_decay_factors, optimizer
     from transfer_pipeline.precision import TIMING_TRAIN_BATCH, images_per_s
     from transfer_pipeline.resume import Checkpoints, fingerprint
     from transfer_pipeline.saving import save_model
@@ -81,9 +82,16 @@ def main() -> None:
             extractor = twin_extractor(
                 extractor, model["backbone"], model["image_size"], policy, model["weights"]
             )
+        if settings["drop_path_rate"] > 0:  # DINOv2's stochastic depth (params.py checks)
+            extractor = with_drop_path(extractor, settings["drop_path_rate"])
         augment_seed = params["seed"] if settings["augment"] else None
         classifier = build_classifier(extractor, head, augment_seed)
         trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
+        lr_factors = None
+        if settings["layer_decay"] < 1:  # transformer presets only (params.py checks)
+            lr_factors = layer_decay_factors(
+                classifier, backbone_of(extractor), settings["layer_decay"]
+            )
         if not quiet:
             print(f"fine_tune: {trainable} backbone weight tensors trainable", flush=True)
         lr = settings["lr"]
@@ -94,7 +102,11 @@ def main() -> None:
         # Changing `trainable` only takes effect after compile(): compile after unfreezing.
         classifier.compile(
             optimizer=optimizer(
-                settings["optimizer"], lr, settings["momentum"], settings["weight_decay"]
+                settings["optimizer"],
+                lr,
+                settings["momentum"],
+                settings["weight_decay"],
+                lr_factors,
             ),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["label_smoothing"]),
             weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)

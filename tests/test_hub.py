@@ -251,3 +251,86 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     assert params["model"]["backbone"] == "xception"  # the project's defaults untouched
+
+
+def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_a_checkpoint(
+    presets, tmp_path
+):
+    """fine_tune.layer_decay 0.5 on a 2-block DINOv2: Adam's first step moves each weight by
+    about lr times its factor (head and final norm 1, block 2 0.5, block 1 0.25, embeddings
+    0.125); a model saved with its optimizer (the resume checkpoint) reloads the factors."""
+    import keras
+
+    from transfer_pipeline.model import (
+        backbone_of,
+        build_classifier,
+        build_feature_extractor,
+        build_head,
+        load_model,
+        unfreeze,
+    )
+    from transfer_pipeline.optimizers import layer_decay_factors, optimizer
+
+    extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
+    classifier = build_classifier(extractor, build_head(64, [16], 0.0, 3))
+    unfreeze(backbone_of(extractor), "all")
+    factors = layer_decay_factors(classifier, backbone_of(extractor), 0.5)
+    by_path = dict(zip((v.path for v in classifier.trainable_variables), factors))
+    assert by_path["embeddings/cls_token"] == 0.125
+    assert by_path["encoder/layers_0/mlp/fc1/kernel"] == 0.25
+    assert by_path["encoder/layers_1/mlp/fc1/kernel"] == 0.5
+    assert by_path["layernorm/gamma"] == 1.0 and by_path["probabilities/kernel"] == 1.0
+    classifier.compile(optimizer=optimizer("adam", 1e-3, lr_factors=factors), loss="mse")
+    before = [keras.ops.convert_to_numpy(v).copy() for v in classifier.trainable_variables]
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    classifier.train_on_batch(x, np.eye(3)[[0, 1, 2, 0]])
+    for variable, old, factor in zip(classifier.trainable_variables, before, factors):
+        step = np.abs(keras.ops.convert_to_numpy(variable) - old).max()
+        if step > 0:  # Adam's first step is lr * g / (|g| + eps): lr wherever |g| >> eps
+            assert step == pytest.approx(1e-3 * factor, rel=0.01), variable.path
+    classifier.save(tmp_path / "checkpoint.keras")  # with its optimizer, as resume.py saves
+    reloaded = load_model(tmp_path / "checkpoint.keras")
+    assert type(reloaded.optimizer).__name__ == "LayerwiseAdam"
+    assert reloaded.optimizer.lr_factors == factors
+
+
+def test_hub_dinov2_drop_path_changes_training_only(presets):
+    import keras
+
+    from transfer_pipeline.hub import with_drop_path
+    from transfer_pipeline.model import backbone_of, build_feature_extractor
+
+    extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
+    dropping = with_drop_path(extractor, 0.5)
+    assert backbone_of(dropping).drop_path_rate == 0.5
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    inference = keras.ops.convert_to_numpy(dropping(x, training=False))
+    np.testing.assert_allclose(inference, keras.ops.convert_to_numpy(extractor(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"fine_tune": {"layer_decay": 0.7}}, "xception has none"),
+        (
+            {
+                "model": {"backbone": "dinov2_small"},
+                "fine_tune": {"layer_decay": 0.7, "optimizer": "sgd"},
+            },
+            "works with fine_tune.optimizer adam or adamw",
+        ),
+        (
+            {
+                "model": {"backbone": "mobilenet_v3_large_100_imagenet_21k"},
+                "fine_tune": {"drop_path_rate": 0.1},
+            },
+            "is for DINOv2 presets",
+        ),
+    ],
+)
+def test_hub_fine_tuning_params_fit_the_backbone(overrides, message):
+    raw = default_params()
+    for section, values in overrides.items():
+        raw[section].update(values)
+    with pytest.raises(ParamError, match=message):
+        validate(raw)
