@@ -276,18 +276,28 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
     unfreeze(backbone_of(extractor), "all")
     factors = layer_decay_factors(classifier, backbone_of(extractor), 0.5)
     by_path = dict(zip((v.path for v in classifier.trainable_variables), factors))
-    assert by_path["embeddings/cls_token"] == 0.125
-    assert by_path["encoder/layers_0/mlp/fc1/kernel"] == 0.25
-    assert by_path["encoder/layers_1/mlp/fc1/kernel"] == 0.5
-    assert by_path["layernorm/gamma"] == 1.0 and by_path["probabilities/kernel"] == 1.0
+
+    def factor(suffix: str) -> float:
+        (found,) = [f for path, f in by_path.items() if path.endswith(suffix)]
+        return found
+
+    assert factor("embeddings/cls_token") == 0.125
+    assert factor("encoder/layers_0/mlp/fc1/kernel") == 0.25
+    assert factor("encoder/layers_1/mlp/fc1/kernel") == 0.5
+    assert factor("backbone_layernorm/gamma") == 1.0 and factor("probabilities/kernel") == 1.0
     classifier.compile(optimizer=optimizer("adam", 1e-3, lr_factors=factors), loss="mse")
     before = [keras.ops.convert_to_numpy(v).copy() for v in classifier.trainable_variables]
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     classifier.train_on_batch(x, np.eye(3)[[0, 1, 2, 0]])
+    checked = 0
     for variable, old, factor in zip(classifier.trainable_variables, before, factors):
-        step = np.abs(keras.ops.convert_to_numpy(variable) - old).max()
-        if step > 0:  # Adam's first step is lr * g / (|g| + eps): lr wherever |g| >> eps
+        # Adam's first step is lr * g / (|g| + eps): lr wherever |g| >> eps, as in any kernel
+        # (a key bias gets no gradient: attention is invariant to it)
+        if variable.path.endswith(("kernel", "cls_token")):
+            step = np.abs(keras.ops.convert_to_numpy(variable) - old).max()
             assert step == pytest.approx(1e-3 * factor, rel=0.01), variable.path
+            checked += 1
+    assert checked > 10
     classifier.save(tmp_path / "checkpoint.keras")  # with its optimizer, as resume.py saves
     reloaded = load_model(tmp_path / "checkpoint.keras")
     assert type(reloaded.optimizer).__name__ == "LayerwiseAdam"

@@ -77,11 +77,11 @@ class LayerwiseAdamW(_LayerwiseRates, keras.optimizers.AdamW):
     pass
 
 
-# Variable paths of KerasHub's transformer blocks: DINOv2 "encoder/layers_3/...", ViT
-# "vit_encoder/transformer_block_4/..."; embeddings: "embeddings/...",
+# Variable paths of KerasHub's transformer blocks: DINOv2 "dinov2_backbone_encoder/layers_3/...",
+# ViT "vit_encoder/transformer_block_4/..."; embeddings: "dinov2_backbone_embeddings/...",
 # "vit_patching_and_embedding/...".
 _BLOCK = re.compile(r"(?:^|/)(?:layers|transformer_block)_(\d+)/")
-_EMBEDDING = re.compile(r"(?:^|/)[a-z_]*embedding")
+_EMBEDDING = re.compile(r"(?:^|/)[a-z0-9_]*embedding")
 
 
 def layer_decay_factors(model, backbone, decay: float) -> list[float]:
