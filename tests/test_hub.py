@@ -201,7 +201,8 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     """dvc repro with a tiny DINOv2 preset folder, fine_tune.epochs 0: the exported models pass
     their parity checks, tl-predict ranks an image, the report says the backbone was frozen.
     Then model.backbone switched to MobileNetV3 (fine-tuned one epoch): prepare is not rerun,
-    features and everything after it is."""
+    features and everything after it is. Then DINOv2 again, fine-tuned with layer-wise
+    learning-rate decay, stochastic depth and AdamW."""
     repo = new_repo(tmp_path / "repo")
     save_dinov2(repo.path / "weights" / "dinov2_small")
     save_mobilenet(repo.path / "weights" / "mobilenet_v3")
@@ -248,6 +249,23 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     assert "prepare" not in ran
     after_prepare = {"features", "train_head", "fine_tune", "evaluate", "export@saved_model"}
     assert after_prepare | {"report"} <= ran
+    assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
+    repo.commit("MobileNetV3 run")
+
+    # Back to DINOv2, fine-tuned as its papers do: features and head come from the run-cache.
+    repo.set_params(
+        {
+            "model": {
+                "backbone": "dinov2_small",
+                "weights": "weights/dinov2_small",
+                "image_size": 28,
+            },
+            "fine_tune": {"layer_decay": 0.75, "drop_path_rate": 0.1, "weight_decay": 0.05},
+        }
+    )
+    third = repo.dvc("repro")
+    assert {"features", "train_head"} <= repo.restored_stages(third.stdout)
+    assert "fine_tune" in repo.ran_stages(third.stdout)
     assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     assert params["model"]["backbone"] == "xception"  # the project's defaults untouched
