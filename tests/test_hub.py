@@ -241,14 +241,14 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
                 "image_size": 32,
             },
             "fine_tune": {"epochs": 1, "unfreeze": "all"},
-            "export": {"formats": ["saved_model"]},
+            "export": {"formats": ["saved_model", "onnx", "litert"]},
         }
     )
     second = repo.dvc("repro")
     ran = repo.ran_stages(second.stdout)
     assert "prepare" not in ran
-    after_prepare = {"features", "train_head", "fine_tune", "evaluate", "export@saved_model"}
-    assert after_prepare | {"report"} <= ran
+    after_prepare = {"features", "train_head", "fine_tune", "evaluate", "report"}
+    assert after_prepare | {"export@saved_model", "export@onnx", "export@litert"} <= ran
     assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
     repo.commit("MobileNetV3 run")
 
