@@ -261,6 +261,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
                 "image_size": 28,
             },
             "fine_tune": {"layer_decay": 0.75, "drop_path_rate": 0.1, "weight_decay": 0.05},
+            "export": {"formats": ["saved_model"]},
         }
     )
     third = repo.dvc("repro")
