@@ -140,7 +140,25 @@ def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
         ) from None
     if not target.exists():
         raise PipelineError(f"exporting the model as {fmt} wrote no {target.name}")
+    if fmt == "onnx":
+        _check_onnx(target)
     return target
+
+
+def _check_onnx(path: Path) -> None:
+    """tf2onnx writes a model even when it could not convert some ops (it logs them): such a
+    file holds ops ONNX does not know, which its checker names."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        reason = (str(error).strip().splitlines() or ["invalid graph"])[0][:200]
+        raise PipelineError(
+            f"exporting the model as onnx failed: tf2onnx could not convert every op of this "
+            f"model ({reason}); remove onnx from export.formats (docs/export.md lists the "
+            f"backbones that convert)"
+        ) from None
 
 
 def _teach_tf2onnx_erfc() -> None:
