@@ -333,7 +333,7 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
     assert reloaded.optimizer.lr_factors == factors
 
 
-def test_hub_dinov2_drop_path_changes_training_only(presets):
+def test_hub_dinov2_drop_path_rebuilds_the_backbone_and_keeps_inference_outputs(presets):
     import keras
 
     from transfer_pipeline.hub import with_drop_path

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .backbones import HUB_BACKBONES, HubBackbone
+from .backbones import HubBackbone
 from .errors import PipelineError
 
 INSTALL = 'pip install --no-deps "keras-hub==0.32.0"'
@@ -80,8 +80,8 @@ def folder_layout(folder: Path) -> tuple[str, str]:
     )
 
 
-def check_folder(folder: Path, hub: HubBackbone) -> str:
-    """One line if the folder cannot hold ``hub``'s weights; else its layout."""
+def check_folder(folder: Path, hub: HubBackbone) -> None:
+    """One line if the folder cannot hold ``hub``'s weights."""
     if not folder.is_dir():
         raise PipelineError(
             f"model.weights folder {folder} does not exist; copy the preset folder of "
@@ -107,7 +107,6 @@ def check_folder(folder: Path, hub: HubBackbone) -> str:
             f"model.weights folder {folder} has no {weights_file.name}: copy the whole preset "
             f"folder again"
         )
-    return layout
 
 
 def load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool = True):
@@ -296,7 +295,3 @@ def pooling_layer(hub: HubBackbone, backbone) -> layers.Layer:
         return layers.GlobalAveragePooling2D(name="pool")
     registers = int(getattr(backbone, "num_register_tokens", 0))
     return TokenPooling(hub.pooling, prefix_tokens=1 + registers, name="pool")
-
-
-def preset(name: str) -> HubBackbone | None:
-    return HUB_BACKBONES.get(name)
