@@ -52,7 +52,6 @@ def main() -> None:
         UnpaddedValLoss,
     )
     from transfer_pipeline.feeding import ArrayBatches, one_hot
-    from transfer_pipeline.hub import with_drop_path
     from transfer_pipeline.live import log_epoch, log_summary, open_live
     from transfer_pipeline.model import (
         backbone_of,
@@ -82,8 +81,6 @@ def main() -> None:
             extractor = twin_extractor(
                 extractor, model["backbone"], model["image_size"], policy, model["weights"]
             )
-        if settings["drop_path_rate"] > 0:  # DINOv2's stochastic depth (params.py checks)
-            extractor = with_drop_path(extractor, settings["drop_path_rate"])
         augment_seed = params["seed"] if settings["augment"] else None
         classifier = build_classifier(extractor, head, augment_seed)
         trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])

@@ -202,7 +202,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     their parity checks, tl-predict ranks an image, the report says the backbone was frozen.
     Then model.backbone switched to MobileNetV3 (fine-tuned one epoch): prepare is not rerun,
     features and everything after it is. Then DINOv2 again, fine-tuned with layer-wise
-    learning-rate decay, stochastic depth and AdamW."""
+    learning-rate decay and AdamW."""
     repo = new_repo(tmp_path / "repo")
     save_dinov2(repo.path / "weights" / "dinov2_small")
     save_mobilenet(repo.path / "weights" / "mobilenet_v3")
@@ -262,7 +262,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     assert not metrics.exists() or metrics.read_bytes() == dinov2_onnx_metrics
     repo.commit("MobileNetV3 run")
 
-    # Back to DINOv2, fine-tuned as its papers do: features and head come from the run-cache.
+    # Back to DINOv2, fine-tuned with layer decay and AdamW: features and head from the run-cache.
     repo.set_params(
         {
             "model": {
@@ -270,7 +270,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
                 "weights": "weights/dinov2_small",
                 "image_size": 28,
             },
-            "fine_tune": {"layer_decay": 0.75, "drop_path_rate": 0.1, "weight_decay": 0.05},
+            "fine_tune": {"layer_decay": 0.75, "weight_decay": 0.05},
             "export": {"formats": ["saved_model"]},
         }
     )
@@ -333,20 +333,6 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
     assert reloaded.optimizer.lr_factors == factors
 
 
-def test_hub_dinov2_drop_path_rebuilds_the_backbone_and_keeps_inference_outputs(presets):
-    import keras
-
-    from transfer_pipeline.hub import with_drop_path
-    from transfer_pipeline.model import backbone_of, build_feature_extractor
-
-    extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
-    dropping = with_drop_path(extractor, 0.5)
-    assert backbone_of(dropping).drop_path_rate == 0.5
-    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
-    inference = keras.ops.convert_to_numpy(dropping(x, training=False))
-    np.testing.assert_allclose(inference, keras.ops.convert_to_numpy(extractor(x)), atol=1e-6)
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -357,13 +343,6 @@ def test_hub_dinov2_drop_path_rebuilds_the_backbone_and_keeps_inference_outputs(
                 "fine_tune": {"layer_decay": 0.7, "optimizer": "sgd"},
             },
             "works with fine_tune.optimizer adam or adamw",
-        ),
-        (
-            {
-                "model": {"backbone": "mobilenet_v3_large_100_imagenet_21k"},
-                "fine_tune": {"drop_path_rate": 0.1},
-            },
-            "is for DINOv2 presets",
         ),
     ],
 )

@@ -192,17 +192,6 @@ def with_reference_position_embeddings(backbone, image_size: int):
     return rebuilt
 
 
-def with_drop_path(extractor, rate: float):
-    """The feature extractor with its DINOv2 backbone rebuilt at stochastic-depth ``rate``
-    (active in training only), weights and every other layer kept."""
-    base = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
-    rebuilt = type(base).from_config(base.get_config() | {"drop_path_rate": float(rate)})
-    rebuilt.set_weights(base.get_weights())
-    return keras.models.clone_model(
-        extractor, clone_function=lambda layer: rebuilt if layer is base else layer
-    )
-
-
 def _cubic(x: np.ndarray, a: float) -> np.ndarray:
     x = np.abs(x)
     near = ((a + 2) * x - (a + 3)) * x * x + 1

@@ -236,7 +236,6 @@ SCHEMA = {
     "fine_tune.weight_decay": _float(0.0, 1.0),
     "fine_tune.early_stopping_patience": _int(0),
     "fine_tune.layer_decay": _float(maximum=1.0, above=0.0),
-    "fine_tune.drop_path_rate": _float(0.0, 0.9),
     "compute.backend": _choice(*BACKENDS),
     "compute.precision": _choice(*PRECISIONS),
     "compute.jit_compile": _choice("auto", True, False),
@@ -331,13 +330,6 @@ def _cross_checks(p: dict) -> list[str]:
         )
     if p["fine_tune.layer_decay"] < 1 and p["fine_tune.optimizer"] not in ("adam", "adamw"):
         problems.append("fine_tune.layer_decay < 1 works with fine_tune.optimizer adam or adamw")
-    if p["fine_tune.drop_path_rate"] > 0 and not (
-        preset and preset.keras_hub_class == "DINOV2Backbone"
-    ):
-        problems.append(
-            f"fine_tune.drop_path_rate (stochastic depth) is for DINOv2 presets; "
-            f"{p['model.backbone']} has none (set it to 0.0)"
-        )
     if p["fine_tune.warmup_epochs"] >= p["fine_tune.epochs"] and p["fine_tune.warmup_epochs"]:
         problems.append("fine_tune.warmup_epochs must be smaller than fine_tune.epochs")
     if p["compute.distribute"] == "multi_host" and p["compute.backend"] != "jax":
