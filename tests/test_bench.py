@@ -15,6 +15,7 @@ def test_gpu_benchmark_smoke_times_the_stage_commands_and_measures_the_component
         "OUT": str(tmp_path),
         "PYTHONPATH": str(BLOCKED_IMPORTS),
         "BLOCKED_IMPORTS": "tensorflow",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # never the user's ~/.cache
     }
     result = subprocess.run(
         ["bash", "bench/gpu.sh", "--smoke"],
