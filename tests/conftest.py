@@ -303,9 +303,24 @@ def pipeline(tmp_path_factory, worker_id) -> Repo:
 
 
 def copy_of(repo: Repo, target: Path, with_cache: bool = True) -> Repo:
-    """A copy of a repository; without the DVC cache it still answers `dvc status`."""
+    """A copy of a repository; without the DVC cache it still answers `dvc status`.
+
+    The copy's DVC cache files are hard links to the original's: DVC never changes a cache
+    file in place (it writes a new file and renames it, and keeps cache files read-only), so
+    the copies share them. That halves what each copy writes (the tiny pipeline's outputs
+    are about 0.9 GB, half of it in the cache)."""
+    cache = repo.path / ".dvc" / "cache"
+
+    def link_cache_copy_rest(source: str, destination: str) -> None:
+        if Path(source).is_relative_to(cache):
+            os.link(source, destination)
+        else:
+            shutil.copy2(source, destination)
+
     skip = None if with_cache else shutil.ignore_patterns("cache")
-    shutil.copytree(repo.path, target, symlinks=True, ignore=skip)
+    shutil.copytree(
+        repo.path, target, symlinks=True, ignore=skip, copy_function=link_cache_copy_rest
+    )
     return Repo(target)
 
 
@@ -350,3 +365,27 @@ MODULE_ORDER = [
 def pytest_collection_modifyitems(items):
     rank = {name: position for position, name in enumerate(MODULE_ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+# What a run needs in its temporary folder, with room to spare: 6.2 GB at its peak (measured:
+# the session pipeline, each worker's copy of it and the copies of the tests in flight).
+NEEDED_FREE_GB = 10
+
+
+def pytest_sessionstart(session):
+    """A disk too full for the pipeline copies is one line before anything runs, not dozens
+    of failed copies half-way through."""
+    if hasattr(session.config, "workerinput"):
+        return  # the controller checked
+    folder = session.config.option.basetemp or tempfile.gettempdir()
+    folder = Path(folder)
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free / 1e9
+    if free < NEEDED_FREE_GB:
+        pytest.exit(
+            f"error: {free:.1f} GB free under {folder}; the tests need about {NEEDED_FREE_GB} GB "
+            "there for pipeline copies: free some space or give --basetemp=<a folder on a "
+            "larger disk>",
+            returncode=1,
+        )
