@@ -252,8 +252,9 @@ def jax_compilation_cache() -> Path:
 
     Every program is kept, not only those over JAX's default 1 s: building a model runs each
     weight's initializer, one small program per weight shape (43 of about 0.26 s each for
-    MobileNetV2 on a 2-core CPU, before `imagenet` weights replace them). Kept, they took the
-    jax features stage of bench/gpu.sh --smoke from 20.7 s to 10.4 s there (628 KB of cache).
+    MobileNetV2 on a 2-core CPU, before `imagenet` weights replace them). Kept, a second run
+    of bench/gpu.sh --smoke's jax features stage took 10.4 s instead of 20.7 s there (628 KB of
+    cache); the later stages of one run start about 10 s sooner each (BENCHMARKS.md).
     """
     import jax
 
