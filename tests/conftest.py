@@ -81,6 +81,8 @@ def tool_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["CI"] = "true"  # quiet progress output, as in CI
+    # No analytics daemon per `dvc` call: it costs a process and leaves a file in /tmp.
+    env["DVC_NO_ANALYTICS"] = "1"
     env.pop("TF_CONFIG", None)
     return env
 

@@ -1,7 +1,9 @@
 """Tiny random KerasHub presets the tests make themselves (real weights cannot reach these
-machines): a DINOv2 and a MobileNetV3 in KerasHub's own layout, as ``save_to_preset`` writes
-them. The transformers-layout DINOv2 is checked in (tests/data/dinov2_tiny/, made with PyTorch
-by tests/make_dinov2_reference.py)."""
+machines): a DINOv2, a MobileNetV3 and a CLIP or SigLIP in KerasHub's own layout, as
+``save_to_preset`` writes them. Checked in with their reference features: the
+transformers-layout DINOv2 (tests/data/dinov2_tiny/, made with PyTorch by
+tests/make_dinov2_reference.py) and a KerasHub CLIP (tests/data/clip_tiny/,
+tests/make_clip_reference.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DINOV2_TRANSFORMERS = HERE / "data" / "dinov2_tiny"  # a transformers Dinov2Model folder
 DINOV2_REFERENCE = HERE / "data" / "dinov2_tiny_reference.npz"  # its images and features
+CLIP_KERAS_HUB = HERE / "data" / "clip_tiny"  # a KerasHub CLIP (tests/make_clip_reference.py)
+CLIP_REFERENCE = HERE / "data" / "clip_tiny_reference.npz"  # its images and features
 
 
 def save_dinov2(folder: Path, registers: int = 0) -> Path:
@@ -68,4 +72,52 @@ def save_mobilenet(folder: Path) -> Path:
     keras_hub.layers.MobileNetImageConverter(scale=1 / 127.5, offset=-1.0).save_to_preset(
         str(folder)
     )
+    return folder
+
+
+# The real presets' image converters: CLIP's mean and std (OpenAI), SigLIP's x / 127.5 - 1.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def save_image_text(folder: Path, family: str, size: int = 32) -> Path:
+    """A two-tower CLIP or SigLIP ("clip" | "siglip"): an image encoder of 2 layers of width
+    32, patch 16, trained at ``size`` px, a 1-layer text encoder, and the image converter of
+    the family's real presets; in KerasHub's layout (the only one KerasHub loads them from)."""
+    import keras
+    import keras_hub
+
+    models, converters = keras_hub.models, keras_hub.layers
+    keras.utils.set_random_seed(0)
+    vision = dict(patch_size=16, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64)
+    text = dict(
+        vocabulary_size=64,
+        embedding_dim=16,
+        hidden_dim=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    if family == "clip":
+        backbone = models.CLIPBackbone(
+            vision_encoder=models.CLIPVisionEncoder(**vision, image_shape=(size, size, 3)),
+            text_encoder=models.CLIPTextEncoder(**text),
+            projection_dim=8,
+        )
+        converter = converters.CLIPImageConverter(
+            image_size=(size, size),
+            scale=[1 / (255 * s) for s in CLIP_STD],
+            offset=[-m / s for m, s in zip(CLIP_MEAN, CLIP_STD)],
+        )
+    else:
+        backbone = models.SigLIPBackbone(
+            vision_encoder=models.SigLIPVisionEncoder(**vision, image_shape=(size, size, 3)),
+            text_encoder=models.SigLIPTextEncoder(**text),
+        )
+        converter = converters.SigLIPImageConverter(
+            image_size=(size, size), scale=1 / 127.5, offset=-1.0
+        )
+    backbone.save_to_preset(str(folder))
+    converter.save_to_preset(str(folder))
     return folder

@@ -1,6 +1,7 @@
-"""KerasHub backbones (DINOv2, MobileNetV3): parity with the reference implementation, the
-checks that make a bad preset folder one line, head-only and fine-tuned pipelines through
-`dvc repro`. Tiny random presets only: real weights cannot reach these machines."""
+"""KerasHub backbones (DINOv2, CLIP, SigLIP, MobileNetV3): parity with the reference
+implementation, the checks that make a bad preset folder one line, head-only and fine-tuned
+pipelines through `dvc repro`. Tiny random presets only: real weights cannot reach these
+machines."""
 
 import json
 import shutil
@@ -11,7 +12,15 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT, new_repo, project_files, stderr_lines, tool_env
-from hub_presets import DINOV2_REFERENCE, DINOV2_TRANSFORMERS, save_dinov2, save_mobilenet
+from hub_presets import (
+    CLIP_KERAS_HUB,
+    CLIP_REFERENCE,
+    DINOV2_REFERENCE,
+    DINOV2_TRANSFORMERS,
+    save_dinov2,
+    save_image_text,
+    save_mobilenet,
+)
 
 from transfer_pipeline.errors import PipelineError
 from transfer_pipeline.params import ParamError, validate, warnings_about
@@ -82,6 +91,7 @@ def test_dinov2_features_stage_equals_the_transformers_reference(tmp_path, backe
         ("dinov2_small", 224 + 7, "imagenet", "not a multiple of dinov2_small's patch size 14"),
         ("dinov2_base", 32, "imagenet", "use 28 or 42"),
         ("vit_base_patch16_224_imagenet21k", 384, "imagenet", "loads only at 224 px"),
+        ("clip_vit_large_patch14", 32, "imagenet", "use 28 or 42"),
         ("dinov2_small", 224, "weights/dinov2.h5", "whose weights are a preset folder"),
         ("xception", 224, "weights/dinov2_small", "not a .h5 weights file of xception"),
     ],
@@ -111,6 +121,7 @@ def presets(tmp_path_factory):
     return {
         "dinov2": save_dinov2(folder / "dinov2_registers", registers=2),
         "mobilenet": save_mobilenet(folder / "mobilenet"),
+        "siglip": save_image_text(folder / "siglip", "siglip"),
     }
 
 
@@ -128,6 +139,12 @@ def test_hub_bad_preset_folders_are_one_line_each(presets, tmp_path):
         load_backbone(dinov2, 28, str(presets["mobilenet"]))
     with pytest.raises(PipelineError, match="holds a transformers 'dinov2' model"):
         load_backbone(HUB_BACKBONES["dinov2_with_registers_small"], 28, str(DINOV2_TRANSFORMERS))
+    with pytest.raises(PipelineError, match="converts none for CLIPBackbone .* KerasHub's layout"):
+        load_backbone(HUB_BACKBONES["clip_vit_base_patch16"], 32, str(DINOV2_TRANSFORMERS))
+    with pytest.raises(PipelineError, match="'keras_hub>CLIPBackbone' model, not the SigLIPBack"):
+        load_backbone(HUB_BACKBONES["siglip2_base_patch16_224"], 32, str(CLIP_KERAS_HUB))
+    with pytest.raises(PipelineError, match="patch size 16, not the 14 of clip_vit_large_patch14"):
+        load_backbone(HUB_BACKBONES["clip_vit_large_patch14"], 28, str(CLIP_KERAS_HUB))
     missing = shutil.copytree(presets["dinov2"], tmp_path / "missing")
     (missing / "model.weights.h5").unlink()
     with pytest.raises(PipelineError, match="has no model.weights.h5: copy the whole preset"):
@@ -164,6 +181,85 @@ def test_hub_dinov2_pools_class_token_and_patch_mean_without_registers(presets, 
     extractor.save(tmp_path / "extractor.keras")
     reloaded = load_model(tmp_path / "extractor.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(images)), features, atol=1e-6)
+
+
+def test_hub_clip_features_equal_the_transformers_reference():
+    """The feature extractor on a tiny KerasHub CLIP preset (tests/data/clip_tiny/, trained at
+    32 px) run at 48 px gives the features of transformers' CLIPVisionModel in PyTorch with
+    interpolate_pos_encoding (tests/make_clip_reference.py), within 1e-4: CLIP's preprocessing,
+    its position embeddings interpolated as PyTorch does, the class token after the final
+    LayerNorm and before the projection (CLIP's linear probes). Layer-wise learning-rate decay
+    finds its blocks."""
+    import keras
+
+    from transfer_pipeline.model import backbone_of, build_feature_extractor
+    from transfer_pipeline.optimizers import layer_decay_factors
+
+    reference = np.load(CLIP_REFERENCE)
+    images, expected = reference["images"].astype("float32"), reference["features"]
+    extractor = build_feature_extractor("clip_vit_base_patch16", 48, 48, str(CLIP_KERAS_HUB))
+    got = keras.ops.convert_to_numpy(extractor(images))
+    assert got.shape == expected.shape == (12, 32)
+    assert np.abs(got - expected).max() < 1e-4
+
+    # Layer-wise learning-rate decay knows CLIP's blocks: embeddings and the LayerNorm before
+    # the blocks at decay ** 3, block i of 2 at decay ** (2 - i), the final LayerNorm at 1.
+    base = backbone_of(extractor)
+    base.trainable = True
+    factors = layer_decay_factors(extractor, base, 0.5)
+    by_layer = {
+        variable.path.split("/")[0].removeprefix("clip_vision_encoder_"): factor
+        for variable, factor in zip(extractor.trainable_variables, factors)
+    }
+    assert by_layer == {
+        "embedding": 0.125,
+        "pre_layer_norm": 0.125,
+        "encoder_block_0": 0.25,
+        "encoder_block_1": 0.5,
+        "layer_norm": 1.0,
+    }
+
+
+def test_hub_siglip_features_are_its_attention_pooled_image_embedding_at_any_patch_multiple(
+    presets, tmp_path
+):
+    """SigLIP's features are KerasHub's own image embedding (its attention-pooling head),
+    preprocessed by the preset's image converter. At another size only the position
+    embeddings change (a 3 x 3 grid from 2 x 2, no class token), every other weight is
+    copied, and the saved extractor reloads to the same numbers."""
+    import keras
+    import keras_hub
+
+    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
+
+    folder = str(presets["siglip"])
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    extractor = build_feature_extractor("siglip2_base_patch16_224", 32, 32, folder)
+    siglip = keras_hub.models.Backbone.from_preset(folder)
+    converter = keras_hub.layers.ImageConverter.from_preset(folder)
+    expected = keras.ops.convert_to_numpy(siglip.get_vision_embeddings(converter(images)))
+    got = keras.ops.convert_to_numpy(extractor(images))
+    assert got.shape == (3, 32)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    at_48 = build_feature_extractor("siglip2_base_patch16_224", 32, 48, folder)
+    trained, resized = backbone_of(extractor), backbone_of(at_48)
+    assert resized.image_shape[:2] == (48, 48)
+    changed = [
+        v.path
+        for v, w in zip(trained.weights, resized.weights)
+        if v.shape != w.shape
+        or not np.array_equal(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(w))
+    ]
+    assert sorted(path.split("/", 1)[1] for path in changed) == [
+        "position_embedding/embeddings",
+        "position_ids",
+    ]
+    assert tuple(resized.embedding.position_embedding.embeddings.shape) == (9, 32)
+    at_48.save(tmp_path / "extractor.keras")
+    features = keras.ops.convert_to_numpy(at_48(images))
+    reloaded = keras.ops.convert_to_numpy(load_model(tmp_path / "extractor.keras")(images))
+    np.testing.assert_array_equal(reloaded, features)
 
 
 def test_hub_dinov2_fine_tunes_with_adamw(presets):

@@ -128,6 +128,7 @@ class HubBackbone:
     #                           (DINOv2's linear evaluation)
     #   "class_token":          the class token (ViT's pre-logits)
     #   "average":              global average pooling of the last feature map (CNNs)
+    #   "pooled":               the encoder's own pooled output (SigLIP's attention-pooling head)
     pooling: str
     patch_size: int  # 0 for CNNs; the model's input side must be a multiple of it
     fixed_size: int  # 0 = any size; else the only input size the preset loads at
@@ -136,6 +137,9 @@ class HubBackbone:
     # A random-weights architecture (model.weights: null) where one is built in; None = only
     # from a preset folder or by name
     random_config: dict | None = None
+    # The attribute of the loaded KerasHub model that is its image encoder, for two-tower
+    # image-text models (CLIP, SigLIP); "" = the loaded model is the image encoder
+    image_encoder: str = ""
 
     def size_problem(self, image_size: int) -> str | None:
         """Why ``image_size`` cannot be this preset's input, or None."""
@@ -173,6 +177,14 @@ def _dinov2(size: str, registers: bool, width: int, layers: int, heads: int, par
         2 * width,
         params,
         random_config,
+    )
+
+
+def _image_text(name: str, keras_hub_class: str, pooling: str, patch: int, width: int, params):
+    """The image encoder of a two-tower image-text preset; KerasHub 0.32 converts no
+    transformers or timm folder for these (KerasHub-layout presets only)."""
+    return HubBackbone(
+        name, keras_hub_class, (), pooling, patch, 0, width, params, image_encoder="vision_encoder"
     )
 
 
@@ -215,7 +227,14 @@ HUB_BACKBONES: dict[str, HubBackbone] = {
             1280,
             4.0,
         ),
+        # CLIP's linear probes take the class token after the final LayerNorm, before the
+        # projection into the joint embedding space (Radford et al. 2021, appendix A).
+        _image_text("clip_vit_base_patch16", "CLIPBackbone", "class_token", 16, 768, 85.8),
+        _image_text("clip_vit_large_patch14", "CLIPBackbone", "class_token", 14, 1024, 303.2),
+        _image_text("siglip_base_patch16_224", "SigLIPBackbone", "pooled", 16, 768, 92.9),
+        _image_text("siglip2_base_patch16_224", "SigLIPBackbone", "pooled", 16, 768, 92.9),
     ]
 }
+
 
 ALL_BACKBONES = (*BACKBONES, *HUB_BACKBONES)

@@ -88,6 +88,12 @@ def check_folder(folder: Path, hub: HubBackbone) -> None:
             f"{hub.name} there (docs/backbones.md)"
         )
     layout, holds = folder_layout(folder)
+    if layout != "keras_hub" and not hub.converted_from:
+        raise PipelineError(
+            f"model.weights folder {folder} is a {layout} folder; KerasHub 0.32 converts none for "
+            f"{hub.keras_hub_class} ({hub.name}): save the preset in KerasHub's layout "
+            f"(docs/backbones.md, Offline)"
+        )
     fits = (
         holds == f"keras_hub>{hub.keras_hub_class}"
         if layout == "keras_hub"
@@ -112,27 +118,34 @@ def check_folder(folder: Path, hub: HubBackbone) -> None:
 def load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool = True):
     """The KerasHub backbone at ``image_size``: by name (``weights: imagenet``, network), from
     a preset folder, or random (``weights: null``, where the registry has an architecture);
-    DINOv2's position embeddings as the reference implementation interpolates them."""
-    return with_reference_position_embeddings(
-        _load_backbone(hub, image_size, weights, load_weights), image_size
-    )
+    position embeddings as the reference implementation interpolates them."""
+    loaded = _load_backbone(hub, image_size, weights, load_weights)
+    if not hub.image_encoder:
+        return with_reference_position_embeddings(loaded, image_size)
+    encoder = getattr(loaded, hub.image_encoder)
+    if encoder.patch_size != hub.patch_size:
+        raise PipelineError(
+            f"model.weights folder {weights} holds a {hub.keras_hub_class} with patch size "
+            f"{encoder.patch_size}, not the {hub.patch_size} of {hub.name}; set model.backbone "
+            f"to the preset the folder was made from"
+        )
+    return with_reference_positions(encoder, image_size)
 
 
 def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool):
     models = keras_hub().models
-    shape = (image_size, image_size, 3)
+    # A two-tower model loads at its own size; its image encoder is resized afterwards.
+    shape = {} if hub.image_encoder else {"image_shape": (image_size, image_size, 3)}
     if weights is None:
         if hub.random_config is None:
             raise PipelineError(
                 f"model.weights: null (random) is not available for {hub.name}; give its preset "
                 f"folder under weights/ (docs/backbones.md)"
             )
-        return getattr(models, hub.keras_hub_class)(**hub.random_config, image_shape=shape)
+        return getattr(models, hub.keras_hub_class)(**hub.random_config, **shape)
     if weights == "imagenet":
         try:
-            return models.Backbone.from_preset(
-                hub.name, image_shape=shape, load_weights=load_weights
-            )
+            return models.Backbone.from_preset(hub.name, load_weights=load_weights, **shape)
         except Exception as error:  # kagglehub raises many kinds for a network failure
             if not _offline(error):
                 raise
@@ -145,9 +158,7 @@ def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: boo
     folder = Path(weights)
     check_folder(folder, hub)
     try:
-        return models.Backbone.from_preset(
-            str(folder), image_shape=shape, load_weights=load_weights
-        )
+        return models.Backbone.from_preset(str(folder), load_weights=load_weights, **shape)
     except Exception as error:  # a truncated file fails in h5py, safetensors or a converter
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
         raise PipelineError(
@@ -174,13 +185,9 @@ def with_reference_position_embeddings(backbone, image_size: int):
         "use_mask_token": False,  # masked-image pretraining only: no gradient in fine-tuning
     }
     rebuilt = type(backbone).from_config(config)
-    trained = keras.ops.convert_to_numpy(embeddings.position_embeddings).astype(np.float64)
-    side_in = round((trained.shape[1] - 1) ** 0.5)
+    trained = keras.ops.convert_to_numpy(embeddings.position_embeddings)[0]
     side_out = image_size // backbone.patch_size
-    resize = resize_matrix(side_in, side_out, embeddings.antialias_in_interpolation)
-    grid = trained[0, 1:].reshape(side_in, side_in, -1)
-    patches = np.einsum("oi,ijd,pj->opd", resize, grid, resize).reshape(1, -1, grid.shape[-1])
-    fitted = np.concatenate([trained[:, :1], patches], axis=1).astype(np.float32)
+    fitted = resized_grid(trained, 1, side_out, embeddings.antialias_in_interpolation)[None]
     position = {
         id(embeddings.position_embeddings),
         id(embeddings.interpolated_position_embeddings),
@@ -190,6 +197,43 @@ def with_reference_position_embeddings(backbone, image_size: int):
     for old, new in zip(kept, rebuilt.weights, strict=True):  # the same layers, in order
         new.assign(fitted if id(old) in position else old)
     return rebuilt
+
+
+def with_reference_positions(encoder, image_size: int):
+    """A CLIP or SigLIP image encoder at ``image_size`` whose position embeddings are what
+    transformers' gives: interpolated as its ``interpolate_pos_encoding`` does (PyTorch's
+    bicubic, a = -0.75, not antialiased) when the size is not the trained one, and looked up
+    by position ids 0..N-1. KerasHub 0.32's CLIPVisionEmbedding creates its position ids as
+    zeros and never counts them, so every token got the class token's position embedding
+    (0.12 from transformers' CLIPVisionModel on the parity test's tiny model)."""
+    trained_size = encoder.image_shape[0]
+    if image_size != trained_size:
+        config = encoder.get_config() | {"image_shape": (image_size, image_size, 3)}
+        rebuilt = type(encoder).from_config(config)
+        position = encoder.embedding.position_embedding.embeddings
+        table = keras.ops.convert_to_numpy(position)
+        prefix = table.shape[0] - (trained_size // encoder.patch_size) ** 2  # CLIP's class token
+        fitted = resized_grid(table, prefix, image_size // encoder.patch_size, antialias=False)
+        for old, new in zip(encoder.weights, rebuilt.weights, strict=True):  # the same layers
+            if old is position:
+                new.assign(fitted)
+            elif old is not encoder.embedding.position_ids:  # counted below
+                new.assign(old)
+        encoder = rebuilt
+    ids = encoder.embedding.position_ids
+    ids.assign(keras.ops.cast(np.arange(ids.shape[-1])[None], ids.dtype))
+    return encoder
+
+
+def resized_grid(table: np.ndarray, prefix: int, side_out: int, antialias: bool) -> np.ndarray:
+    """Position embeddings (``prefix`` tokens, then a square grid of patches, by width) with
+    the grid resized to ``side_out`` x ``side_out`` as PyTorch's bicubic ``interpolate``."""
+    table = table.astype(np.float64)
+    side_in = round((table.shape[0] - prefix) ** 0.5)
+    resize = resize_matrix(side_in, side_out, antialias)
+    grid = table[prefix:].reshape(side_in, side_in, -1)
+    patches = np.einsum("oi,ijd,pj->opd", resize, grid, resize).reshape(-1, grid.shape[-1])
+    return np.concatenate([table[:prefix], patches]).astype(np.float32)
 
 
 def _cubic(x: np.ndarray, a: float) -> np.ndarray:
@@ -279,7 +323,10 @@ class TokenPooling(layers.Layer):
         return super().get_config() | {"mode": self.mode, "prefix_tokens": self.prefix_tokens}
 
 
-def pooling_layer(hub: HubBackbone, backbone) -> layers.Layer:
+def pooling_layer(hub: HubBackbone, backbone) -> layers.Layer | None:
+    """The layer that pools the backbone's output into features; None where it is pooled."""
+    if hub.pooling == "pooled":
+        return None
     if hub.pooling == "average":
         return layers.GlobalAveragePooling2D(name="pool")
     registers = int(getattr(backbone, "num_register_tokens", 0))

@@ -78,10 +78,11 @@ class LayerwiseAdamW(_LayerwiseRates, keras.optimizers.AdamW):
 
 
 # Variable paths of KerasHub's transformer blocks: DINOv2 "dinov2_backbone_encoder/layers_3/...",
-# ViT "vit_encoder/transformer_block_4/..."; embeddings: "dinov2_backbone_embeddings/...",
-# "vit_patching_and_embedding/...".
-_BLOCK = re.compile(r"(?:^|/)(?:layers|transformer_block)_(\d+)/")
-_EMBEDDING = re.compile(r"(?:^|/)[a-z0-9_]*embedding")
+# ViT "vit_encoder/transformer_block_4/...", CLIP and SigLIP "clip_vision_encoder_encoder_block_2/
+# ..."; embeddings: "dinov2_backbone_embeddings/...", "vit_patching_and_embedding/...",
+# "clip_vision_encoder_embedding/..." and CLIP's "clip_vision_encoder_pre_layer_norm/...".
+_BLOCK = re.compile(r"(?:^|/|_)(?:layers|transformer_block|encoder_block)_(\d+)/")
+_EMBEDDING = re.compile(r"(?:^|/)[a-z0-9_]*(?:embedding|pre_layer_norm)")
 
 
 def layer_decay_factors(model, backbone, decay: float) -> list[float]:
