@@ -204,8 +204,9 @@ def with_reference_positions(encoder, image_size: int):
     transformers' gives: interpolated as its ``interpolate_pos_encoding`` does (PyTorch's
     bicubic, a = -0.75, not antialiased) when the size is not the trained one, and looked up
     by position ids 0..N-1. KerasHub 0.32's CLIPVisionEmbedding creates its position ids as
-    zeros and never counts them, so every token got the class token's position embedding
-    (0.12 from transformers' CLIPVisionModel on the parity test's tiny model)."""
+    zeros and only a ported checkpoint fills them, so an encoder rebuilt here, or a preset saved
+    from a fresh model, looked every token up at the class token's position (0.12 from
+    transformers' CLIPVisionModel on the parity test's tiny model)."""
     trained_size = encoder.image_shape[0]
     if image_size != trained_size:
         config = encoder.get_config() | {"image_shape": (image_size, image_size, 3)}
