@@ -277,6 +277,16 @@ def jax_compilation_cache(tmp_path_factory, worker_id) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def subprocess_temp_folder(tmp_path_factory) -> Path:
+    """The temporary files of the processes the tests start (TensorFlow's autograph sources, the
+    scratch folder of a stage process a test kills) go into this run's own folder, which a
+    passing run removes, not into /tmp."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    os.environ["TMPDIR"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
 def xla_compilation_cache(tmp_path_factory, worker_id) -> Path:
     """TensorFlow's XLA programs too: the tiny ResNet50 train step compiles once per test run,
     not in every fine_tune of every pipeline copy (about 10 s each)."""

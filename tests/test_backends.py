@@ -210,11 +210,8 @@ def multi_host_run(jax_run, tmp_path_factory):
     same global batches. Processes other than 0 see the project read-only (a private
     read-only mount): a write of theirs into it would fail the stage. The first `dvc exp run`
     has worker 1 killed after fine_tune's first epoch; the second resumes."""
-    folder = tmp_path_factory.mktemp("multi-host")
-    repo = copy_of(jax_run, folder / "repo")
-    # TMPDIR: the killed worker's scratch folder (atomic.StageOutputs) stays in this test's folder.
-    (folder / "tmp").mkdir()
-    env = {**jax_env(devices=1), "READ_ONLY_OTHERS": "1", "TMPDIR": str(folder / "tmp")}
+    repo = copy_of(jax_run, tmp_path_factory.mktemp("multi-host") / "repo")
+    env = {**jax_env(devices=1), "READ_ONLY_OTHERS": "1"}
     repo.killed = repo.dvc(
         "exp",
         "run",
