@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-FOLDER = HERE / "data" / "clip_tiny"
-REFERENCE = HERE / "data" / "clip_tiny_reference.npz"
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-STD = np.array([0.26862954, 0.26130258, 0.27577711])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_presets import CLIP_KERAS_HUB as FOLDER  # noqa: E402
+from hub_presets import CLIP_MEAN, CLIP_STD, save_image_text  # noqa: E402  (no Keras import)
+from hub_presets import CLIP_REFERENCE as REFERENCE  # noqa: E402
+
+MEAN, STD = np.array(CLIP_MEAN), np.array(CLIP_STD)
 
 
 def state_dict(weights_file: Path) -> dict:
@@ -115,9 +116,6 @@ def reference() -> None:
 
 if __name__ == "__main__":
     if "--preset" in sys.argv:
-        sys.path.insert(0, str(HERE))
-        from hub_presets import save_image_text
-
         save_image_text(FOLDER, "clip", size=32)
         print(f"{FOLDER}: tiny KerasHub CLIP preset")
     else:
