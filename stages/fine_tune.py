@@ -77,9 +77,15 @@ def main() -> None:
         """Extractor + head with the base unfrozen, compiled; the extractor in ``policy`` (a
         twin with the same weights where the saved one has another)."""
         extractor, head = load_model(args.extractor), load_model(args.head)
-        if policy != saved_precision:
+        drop_path_rate = settings["drop_path_rate"]  # null: the preset's own, as saved
+        if policy != saved_precision or drop_path_rate is not None:
             extractor = twin_extractor(
-                extractor, model["backbone"], model["image_size"], policy, model["weights"]
+                extractor,
+                model["backbone"],
+                model["image_size"],
+                policy,
+                model["weights"],
+                drop_path_rate,
             )
         augment_seed = params["seed"] if settings["augment"] else None
         classifier = build_classifier(extractor, head, augment_seed)

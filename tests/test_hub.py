@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -296,9 +297,9 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
 ):
     """dvc repro with a tiny DINOv2 preset folder, fine_tune.epochs 0: the exported models pass
     their parity checks, tl-predict ranks an image, the report says the backbone was frozen.
-    Then DINOv2 fine-tuned with layer-wise learning-rate decay and AdamW (fine_tune alone
-    reruns). Then model.backbone switched to MobileNetV3: prepare is not rerun, features and
-    the head are."""
+    Then DINOv2 fine-tuned with layer-wise learning-rate decay, AdamW and stochastic depth
+    (fine_tune alone reruns). Then model.backbone switched to MobileNetV3: prepare is not
+    rerun, features and the head are."""
     repo = new_repo(tmp_path / "repo")
     save_dinov2(repo.path / "weights" / "dinov2_small")
     save_mobilenet(repo.path / "weights" / "mobilenet_v3")
@@ -330,10 +331,21 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     repo.commit("DINOv2 run")
 
     # DINOv2 fine-tuned with layer decay and AdamW: only fine_tune reruns.
-    repo.set_params({"fine_tune": {"epochs": 1, "layer_decay": 0.75, "weight_decay": 0.05}})
+    repo.set_params(
+        {
+            "fine_tune": {
+                "epochs": 1,
+                "layer_decay": 0.75,
+                "weight_decay": 0.05,
+                "drop_path_rate": 0.1,
+            }
+        }
+    )
     tuned = repo.dvc("repro", "fine_tune")
     assert repo.ran_stages(tuned.stdout) == {"fine_tune"}
     assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
+    with zipfile.ZipFile(repo.path / "models" / "fine_tuned.keras") as saved:
+        assert '"drop_path_rate": 0.1' in saved.read("config.json").decode()
 
     # The switch to the CNN family: prepare is not rerun, features and the head are (its
     # exports are checked in process below).
@@ -344,7 +356,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
                 "weights": "weights/mobilenet_v3",
                 "image_size": 32,
             },
-            "fine_tune": {"layer_decay": 1.0, "weight_decay": 0.0},
+            "fine_tune": {"layer_decay": 1.0, "weight_decay": 0.0, "drop_path_rate": None},
         }
     )
     switched = repo.dvc("repro", "train_head")
@@ -404,10 +416,95 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
     assert reloaded.optimizer.lr_factors == factors
 
 
+def test_hub_dinov2_stochastic_depth_drops_whole_samples_trains_and_resumes(presets, tmp_path):
+    """fine_tune.drop_path_rate on DINOv2 (KerasHub 0.32's own drop path cannot train:
+    hub_fixes.py): the fine-tuning twin drops each sample's residual branch whole, is the
+    frozen extractor in inference, trains inside fit, and a resume checkpoint brings back its
+    random state."""
+    import keras
+
+    from transfer_pipeline.hub_fixes import DropPath
+    from transfer_pipeline.model import (
+        backbone_of,
+        build_classifier,
+        build_feature_extractor,
+        build_head,
+        twin_extractor,
+        unfreeze,
+    )
+    from transfer_pipeline.resume import Checkpoints, _seed_states
+
+    folder = str(presets["dinov2"])
+    extractor = build_feature_extractor("dinov2_small", 32, 28, folder)
+    twin = twin_extractor(extractor, "dinov2_small", 28, "float32", folder, drop_path_rate=0.5)
+    blocks = backbone_of(twin).encoder.layers
+    assert [type(b.drop_path) for b in blocks] == [DropPath, DropPath]
+    assert {b.drop_path.rate for b in blocks} == {0.5}
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(twin(x)), keras.ops.convert_to_numpy(extractor(x))
+    )
+
+    # Whole branches: every sample's output is all 0 or all 1 / (1 - rate) = 2, never between.
+    dropped = keras.ops.convert_to_numpy(blocks[0].drop_path(np.ones((64, 5, 3)), training=True))
+    per_sample = {tuple(np.unique(sample)) for sample in dropped}
+    assert per_sample == {(0.0,), (2.0,)}
+
+    classifier = build_classifier(twin, build_head(64, [16], 0.0, 3))
+    unfreeze(backbone_of(twin), "all")
+    classifier.compile(optimizer="adam", loss="categorical_crossentropy")
+    history = classifier.fit(x, np.eye(3)[np.arange(8) % 3], batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+    checkpoints = Checkpoints(tmp_path / "resume", "fingerprint")
+    checkpoints.set_model(classifier)
+    checkpoints.on_epoch_end(0, {"val_accuracy": 0.5})
+    resumed = Checkpoints(tmp_path / "resume", "fingerprint")
+    assert resumed.resume_point()["epochs_done"] == 1
+    reloaded = resumed.load_latest()
+    states = [keras.ops.convert_to_numpy(v) for v in _seed_states(classifier)]
+    assert len(states) == 2  # one per block's drop path
+    for state, again in zip(states, _seed_states(reloaded), strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(again), state)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(reloaded(x)), keras.ops.convert_to_numpy(classifier(x))
+    )
+
+
+def test_hub_dinov2_saves_its_fine_tuned_position_embeddings(presets, tmp_path):
+    """KerasHub 0.32 saves DINOv2's position embeddings only if the signed sum of their change
+    is positive (hub_fixes.py): a change that sums below zero is saved too."""
+    import keras
+
+    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
+    from transfer_pipeline.saving import save_model
+
+    extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
+    embeddings = backbone_of(extractor).embeddings
+    tuned = embeddings.interpolated_position_embeddings
+    rng = np.random.default_rng(0)
+    tuned.assign(tuned + 0.5 * rng.random(tuned.shape))  # as fine-tuning moves them; sum > 0
+    x = rng.integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    save_model(extractor, tmp_path / "extractor.keras")
+    reloaded = load_model(tmp_path / "extractor.keras")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded(x)), keras.ops.convert_to_numpy(extractor(x)), atol=1e-5
+    )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         ({"fine_tune": {"layer_decay": 0.7}}, "xception has none"),
+        ({"fine_tune": {"drop_path_rate": 0.1}}, "xception has none"),
+        (
+            {
+                "model": {"backbone": "clip_vit_base_patch16", "image_size": 224},
+                "fine_tune": {"drop_path_rate": 0.1},
+            },
+            "clip_vit_base_patch16 has none .presets with it: dinov2_small",
+        ),
+        ({"fine_tune": {"drop_path_rate": 1.0}}, "drop_path_rate.*<= 0.95 or null"),
         (
             {
                 "model": {"backbone": "dinov2_small"},

@@ -140,6 +140,10 @@ class HubBackbone:
     # The attribute of the loaded KerasHub model that is its image encoder, for two-tower
     # image-text models (CLIP, SigLIP); "" = the loaded model is the image encoder
     image_encoder: str = ""
+    # The backbone's config key of its stochastic-depth rate ("" = it has none), which
+    # fine_tune.drop_path_rate sets: DINOv2's drop path (the same rate in every block),
+    # KerasHub EfficientNet's dropout at the skip connections (rising towards it block by block)
+    drop_path_key: str = ""
 
     def size_problem(self, image_size: int) -> str | None:
         """Why ``image_size`` cannot be this preset's input, or None."""
@@ -177,6 +181,7 @@ def _dinov2(size: str, registers: bool, width: int, layers: int, heads: int, par
         2 * width,
         params,
         random_config,
+        drop_path_key="drop_path_rate",
     )
 
 
@@ -226,6 +231,7 @@ HUB_BACKBONES: dict[str, HubBackbone] = {
             0,
             1280,
             4.0,
+            drop_path_key="dropout",
         ),
         # CLIP's linear probes take the class token after the final LayerNorm, before the
         # projection into the joint embedding space (Radford et al. 2021, appendix A).

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from . import hub_fixes
 from .backbones import HubBackbone
 from .errors import PipelineError
 
@@ -39,6 +40,7 @@ def keras_hub():
             f"model.backbone names a KerasHub preset but keras_hub cannot be imported "
             f"({error}); install it with {INSTALL}"
         ) from None
+    hub_fixes.apply()  # before any KerasHub model is built or loaded
     return keras_hub
 
 
@@ -115,11 +117,15 @@ def check_folder(folder: Path, hub: HubBackbone) -> None:
         )
 
 
-def load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool = True):
+def load_backbone(
+    hub: HubBackbone, image_size: int, weights, load_weights: bool = True, drop_path_rate=None
+):
     """The KerasHub backbone at ``image_size``: by name (``weights: imagenet``, network), from
     a preset folder, or random (``weights: null``, where the registry has an architecture);
-    position embeddings as the reference implementation interpolates them."""
-    loaded = _load_backbone(hub, image_size, weights, load_weights)
+    position embeddings as the reference implementation interpolates them.
+    ``drop_path_rate``: its stochastic depth (``hub.drop_path_key``); None = the preset's."""
+    overrides = {} if drop_path_rate is None else {hub.drop_path_key: float(drop_path_rate)}
+    loaded = _load_backbone(hub, image_size, weights, load_weights, overrides)
     if not hub.image_encoder:
         return with_reference_position_embeddings(loaded, image_size)
     encoder = getattr(loaded, hub.image_encoder)
@@ -132,20 +138,21 @@ def load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool
     return with_reference_positions(encoder, image_size)
 
 
-def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool):
+def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: bool, overrides):
     models = keras_hub().models
     # A two-tower model loads at its own size; its image encoder is resized afterwards.
-    shape = {} if hub.image_encoder else {"image_shape": (image_size, image_size, 3)}
+    arguments = {} if hub.image_encoder else {"image_shape": (image_size, image_size, 3)}
+    arguments |= overrides
     if weights is None:
         if hub.random_config is None:
             raise PipelineError(
                 f"model.weights: null (random) is not available for {hub.name}; give its preset "
                 f"folder under weights/ (docs/backbones.md)"
             )
-        return getattr(models, hub.keras_hub_class)(**hub.random_config, **shape)
+        return getattr(models, hub.keras_hub_class)(**hub.random_config, **arguments)
     if weights == "imagenet":
         try:
-            return models.Backbone.from_preset(hub.name, load_weights=load_weights, **shape)
+            return models.Backbone.from_preset(hub.name, load_weights=load_weights, **arguments)
         except Exception as error:  # kagglehub raises many kinds for a network failure
             if not _offline(error):
                 raise
@@ -158,7 +165,7 @@ def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: boo
     folder = Path(weights)
     check_folder(folder, hub)
     try:
-        return models.Backbone.from_preset(str(folder), load_weights=load_weights, **shape)
+        return models.Backbone.from_preset(str(folder), load_weights=load_weights, **arguments)
     except Exception as error:  # a truncated file fails in h5py, safetensors or a converter
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
         raise PipelineError(
@@ -175,7 +182,8 @@ def with_reference_position_embeddings(backbone, image_size: int):
     ``Dinov2Model`` on the parity test's tiny model, against 5e-7 without interpolation. Its
     layer also interpolates them again at every load, and back to the trained grid at every
     save (lossy once they were fine-tuned). Rebuilt with ``position_embedding_shape`` equal to
-    ``image_shape``, the layer never interpolates: saving and loading copy them exactly."""
+    ``image_shape``, the layer interpolates to the same grid (the identity): saving and loading
+    copy them exactly (once hub_fixes has KerasHub notice that fine-tuning changed them)."""
     embeddings = getattr(backbone, "embeddings", None)
     if not hasattr(embeddings, "interpolated_position_embeddings"):
         return backbone  # not a DINOv2

@@ -108,22 +108,29 @@ def build_feature_extractor(
     weights,
     dtype_policy=None,
     load_weights: bool = True,
+    drop_path_rate=None,
 ):
     """uint8 images of the stored size -> pooled backbone features (the frozen part), built
     under ``dtype_policy`` (e.g. "mixed_bfloat16") or else the global dtype policy.
-    ``load_weights=False``: the architecture ``weights`` names, with random weights."""
+    ``load_weights=False``: the architecture ``weights`` names, with random weights.
+    ``drop_path_rate``: a KerasHub preset's stochastic depth (None = the preset's own)."""
     if dtype_policy is not None:
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(dtype_policy)
         try:
             return build_feature_extractor(
-                backbone_name, stored_size, image_size, weights, load_weights=load_weights
+                backbone_name,
+                stored_size,
+                image_size,
+                weights,
+                load_weights=load_weights,
+                drop_path_rate=drop_path_rate,
             )
         finally:
             keras.config.set_dtype_policy(previous)
     preset = HUB_BACKBONES.get(backbone_name)
     if preset is not None:
-        base = hub.load_backbone(preset, image_size, weights, load_weights)
+        base = hub.load_backbone(preset, image_size, weights, load_weights, drop_path_rate)
         scale, offset = hub.preprocessing(preset, weights)
         preprocess = layers.Rescaling(scale, offset, name="preprocess")
         pool = hub.pooling_layer(preset, base)
@@ -146,17 +153,36 @@ def build_feature_extractor(
 
 
 def twin_extractor(
-    extractor: keras.Model, backbone_name: str, image_size: int, dtype_policy: str, weights=None
+    extractor: keras.Model,
+    backbone_name: str,
+    image_size: int,
+    dtype_policy: str,
+    weights=None,
+    drop_path_rate=None,
 ) -> keras.Model:
     """The same feature extractor, weights included, built under another dtype policy (the
-    features stage extracts on a mixed bfloat16 twin and saves the float32 original).
+    features stage extracts on a mixed bfloat16 twin and saves the float32 original) or with
+    another stochastic-depth rate (fine_tune.drop_path_rate, KerasHub presets).
     ``weights``: model.weights, where the architecture comes from (KerasHub presets)."""
     stored_size = extractor.input_shape[1]
     twin = build_feature_extractor(
-        backbone_name, stored_size, image_size, weights, dtype_policy, load_weights=False
+        backbone_name,
+        stored_size,
+        image_size,
+        weights,
+        dtype_policy,
+        load_weights=False,
+        drop_path_rate=drop_path_rate,
     )
-    twin.set_weights(extractor.get_weights())
+    # The same weights in the same order; random layers' seed states are each model's own
+    # (a preset gains one per block with stochastic depth).
+    for source, target in zip(_weights_only(extractor), _weights_only(twin), strict=True):
+        target.assign(keras.ops.convert_to_numpy(source))
     return twin
+
+
+def _weights_only(model: keras.Model) -> list:
+    return [v for v in model.weights if "seed_generator_state" not in v.path]
 
 
 def build_head(feature_width: int, units: list[int], dropout: float, n_classes: int):

@@ -77,6 +77,18 @@ def _float(minimum=None, maximum=None, above=None):
     return check
 
 
+def _or_null(check_value):
+    """``check_value``, or null (None)."""
+
+    def check(value):
+        if value is None:
+            return None, None
+        value, problem = check_value(value)
+        return value, problem and f"{problem} or null"
+
+    return check
+
+
 def _int(minimum=None, maximum=None):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -236,6 +248,7 @@ SCHEMA = {
     "fine_tune.weight_decay": _float(0.0, 1.0),
     "fine_tune.early_stopping_patience": _int(0),
     "fine_tune.layer_decay": _float(maximum=1.0, above=0.0),
+    "fine_tune.drop_path_rate": _or_null(_float(0.0, 0.95)),  # null: the preset's own
     "compute.backend": _choice(*BACKENDS),
     "compute.precision": _choice(*PRECISIONS),
     "compute.jit_compile": _choice("auto", True, False),
@@ -327,6 +340,13 @@ def _cross_checks(p: dict) -> list[str]:
             f"fine_tune.layer_decay = {p['fine_tune.layer_decay']} decays the learning rate per "
             f"transformer block; {p['model.backbone']} has none (use a DINOv2 or ViT preset, or "
             f"fine_tune.layer_decay: 1.0)"
+        )
+    if p["fine_tune.drop_path_rate"] is not None and not (preset and preset.drop_path_key):
+        with_it = ", ".join(name for name, hub in HUB_BACKBONES.items() if hub.drop_path_key)
+        problems.append(
+            f"fine_tune.drop_path_rate = {p['fine_tune.drop_path_rate']} sets a preset's "
+            f"stochastic depth; {p['model.backbone']} has none (presets with it: {with_it}); "
+            f"set fine_tune.drop_path_rate: null"
         )
     if p["fine_tune.layer_decay"] < 1 and p["fine_tune.optimizer"] not in ("adam", "adamw"):
         problems.append("fine_tune.layer_decay < 1 works with fine_tune.optimizer adam or adamw")
