@@ -33,7 +33,7 @@ def main() -> None:
         inputs=[args.prepared, args.features, args.head, args.model],
         writer=cluster.writes(params),
     )
-    select_backend(params["compute"]["backend"])
+    select_backend(params["compute"]["backend"], needs=("sklearn",))  # its metrics and plots
 
     import numpy as np
 

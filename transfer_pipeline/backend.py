@@ -2,6 +2,14 @@
 
 Keras reads ``KERAS_BACKEND`` once, at its first import; every stage that builds or runs a
 model calls ``select()`` right after reading its params. Kept free of Keras imports.
+
+``select()`` also starts the stage without two optional integrations that Keras and
+TensorFlow import whenever the package is installed, and that no stage uses: Keras' scikit-learn
+wrappers (``keras.wrappers`` imports scikit-learn, 2.3 s of CPU) and, on TensorFlow,
+TensorFlow Lite's converter for jax functions (``tensorflow.lite.python.util`` imports jax,
+0.6 s). Both import them inside ``try/except ImportError``; a stage that uses one says so
+(``needs``). Measured here: 10.9 s of CPU to import Keras on TensorFlow with them, 8.0 s
+without (BENCHMARKS.md, stage start-up).
 """
 
 from __future__ import annotations
@@ -14,10 +22,13 @@ from .errors import PipelineError
 
 BACKENDS = ("tensorflow", "jax")
 INSTALL = {"tensorflow": "pip install -e .", "jax": 'pip install -e ".[jax]"'}
+# What Keras (and TensorFlow) import at start-up for integrations no stage uses, by backend.
+UNUSED_BY_STAGES = {"tensorflow": {"sklearn", "jax"}, "jax": {"sklearn"}}
 
 
-def select(name: str) -> str:
-    """Make ``name`` the backend of this process; one line if it is not installed."""
+def select(name: str, needs: tuple[str, ...] = ()) -> str:
+    """Make ``name`` the backend of this stage process; one line if it is not installed.
+    ``needs``: the optional modules (``UNUSED_BY_STAGES``) this stage imports itself."""
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if current != name:
@@ -35,4 +46,6 @@ def select(name: str) -> str:
             "or choose another compute.backend"
         )
     os.environ["KERAS_BACKEND"] = name
+    for module in UNUSED_BY_STAGES[name] - set(needs):
+        sys.modules.setdefault(module, None)  # `import` raises ImportError; imported: kept
     return name
