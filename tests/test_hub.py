@@ -336,7 +336,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     assert predicted.stdout.startswith(f"{image}: ") and not stderr_lines(predicted)
     repo.commit("DINOv2 run")
 
-    # DINOv2 fine-tuned with layer decay and AdamW: only fine_tune reruns.
+    # DINOv2 fine-tuned with layer decay, AdamW and drop path: only fine_tune reruns.
     repo.set_params(
         {
             "fine_tune": {

@@ -5,11 +5,10 @@ model calls ``select()`` right after reading its params. Kept free of Keras impo
 
 ``select()`` also starts the stage without two optional integrations that Keras and
 TensorFlow import whenever the package is installed, and that no stage uses: Keras' scikit-learn
-wrappers (``keras.wrappers`` imports scikit-learn, 2.3 s of CPU) and, on TensorFlow,
-TensorFlow Lite's converter for jax functions (``tensorflow.lite.python.util`` imports jax,
-0.6 s). Both import them inside ``try/except ImportError``; a stage that uses one says so
-(``needs``). Measured here: 10.9 s of CPU to import Keras on TensorFlow with them, 8.0 s
-without (BENCHMARKS.md, stage start-up).
+wrappers (``keras.wrappers`` imports scikit-learn) and, on TensorFlow, TensorFlow Lite's
+converter for jax functions (``tensorflow.lite.python.util`` imports jax). Both import them
+inside ``try/except ImportError``; a stage that uses one says so (``needs``). About 3 s of CPU
+less per TensorFlow stage start on a 2-core Xeon (``bench/startup.py``, BENCHMARKS.md).
 """
 
 from __future__ import annotations

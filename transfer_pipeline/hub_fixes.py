@@ -9,9 +9,9 @@ loaded). Both are module-level replacements, one place each; KerasHub is pinned 
   with probability ``rate`` and scales the others by 1 / (1 - rate), as timm and the DINOv2
   code do; its random state is a seed generator, so it runs under jax's jit and resumes.
 - Saving a fine-tuned DINOv2: ``DINOV2Embedding`` saves its trained position embeddings only
-  if the *signed sum* of their change is above epsilon, so about every other fine-tuning run
-  saved the position embeddings it started from. ``_position_embeddings_changed`` asks
-  whether any element changed.
+  if the *signed sum* of their change is above epsilon, so a fine-tuning run whose change
+  summed below it saved the position embeddings it started from.
+  ``_position_embeddings_changed`` asks whether any element changed.
 """
 
 from __future__ import annotations

@@ -176,13 +176,16 @@ def twin_extractor(
     )
     # The same weights in the same order; random layers' seed states are each model's own
     # (a preset gains one per block with stochastic depth).
-    for source, target in zip(_weights_only(extractor), _weights_only(twin), strict=True):
+    weights = ([v for v in m.weights if not is_seed_state(v)] for m in (extractor, twin))
+    for source, target in zip(*weights, strict=True):
         target.assign(keras.ops.convert_to_numpy(source))
     return twin
 
 
-def _weights_only(model: keras.Model) -> list:
-    return [v for v in model.weights if "seed_generator_state" not in v.path]
+def is_seed_state(variable) -> bool:
+    """Whether a model variable is the state of a random layer's seed generator (dropout,
+    augmentation, drop path), not a weight."""
+    return "seed_generator_state" in variable.path
 
 
 def build_head(feature_width: int, units: list[int], dropout: float, n_classes: int):

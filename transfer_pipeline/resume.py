@@ -15,7 +15,7 @@ import yaml
 from . import cluster
 from .atomic import write_json_file
 from .live import HISTORY_KEYS
-from .model import load_model
+from .model import is_seed_state, load_model
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -128,7 +128,7 @@ def _not_kept(folder: Path) -> Path:
 
 def _seed_states(model: keras.Model) -> list:
     """The state variables of every random layer (dropout, augmentation), in model order."""
-    return [v for v in model.non_trainable_variables if "seed_generator_state" in v.path]
+    return [v for v in model.non_trainable_variables if is_seed_state(v)]
 
 
 def fingerprint(stage: str, params: dict, dvc_yaml="dvc.yaml") -> str:
