@@ -1,8 +1,8 @@
 """Per-component GPU benchmark on the JAX backend (no TensorFlow needed): run by bench/gpu.sh
 after the timed pipeline (gpu_pipeline.py).
 
-    python bench/gpu.py            # Xception 224 and EfficientNetV2-S 384, about 6 minutes
-    python bench/gpu.py --smoke    # tiny backbones and two rows on any CPU: the script end to end
+    python bench/gpu.py            # Xception 224, DINOv2 small 224, EfficientNetV2-S 384
+    python bench/gpu.py --smoke    # tiny backbones and three rows on any CPU: end to end
 
 Synthetic CIFAR-shaped uint8 images (32x32x3, random weights: only speed is measured) go
 through the pipeline's own models (transfer_pipeline.model), feeding (ArrayBatches) and the
@@ -72,9 +72,9 @@ from transfer_pipeline.model import (  # noqa: E402
 STARTED = time.monotonic()
 # Backbones measured, the seed's and the stronger recipe's: name -> input size (the stored
 # images are 32 px, CIFAR's).
-SIZES = {"xception": 224, "efficientnetv2_s": 384}
-if ARGS.smoke:
-    SIZES = {"mobilenet_v2": 32, "efficientnetv2_b0": 32}
+SIZES = {"xception": 224, "efficientnetv2_s": 384, "dinov2_small": 224}
+if ARGS.smoke:  # DINOv2 at its smallest input: two patches of 14 px a side
+    SIZES = {"mobilenet_v2": 32, "efficientnetv2_b0": 32, "dinov2_small": 28}
     MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS, LARGEST_TRAIN_BATCH = 512, 32, 2, {}
 else:
     MATMUL_N, EXTRACT_IMAGES, TRAIN_STEPS = 8192, 4096, 30
@@ -83,7 +83,7 @@ else:
 RECIPE_BATCH = 8 if ARGS.smoke else 32  # the seed's fine-tune batch (smoke: 8)
 STRONG_BATCH = 8 if ARGS.smoke else 64  # the stronger recipe's fine-tune batch
 FEATURE_BATCH = 8 if ARGS.smoke else 256  # features.batch_size
-SEED, STRONG = SIZES
+SEED, STRONG, FOUNDATION = SIZES  # the seed's, the stronger recipe's, the head-only one's
 
 
 def plan() -> list[tuple[str, str, str, int]]:
@@ -93,7 +93,11 @@ def plan() -> list[tuple[str, str, str, int]]:
     rows = [
         ("extract", SEED, bf16, RECIPE_BATCH),
         ("extract", SEED, bf16, FEATURE_BATCH),
+        ("extract", FOUNDATION, bf16, RECIPE_BATCH),
+        ("extract", FOUNDATION, bf16, FEATURE_BATCH),
         ("train", SEED, bf16, RECIPE_BATCH),
+        ("extract", SEED, fp32, FEATURE_BATCH),
+        ("extract", FOUNDATION, fp32, FEATURE_BATCH),
         ("extract", STRONG, bf16, RECIPE_BATCH),
         ("extract", STRONG, bf16, FEATURE_BATCH),
         ("train", STRONG, bf16, STRONG_BATCH),
@@ -105,8 +109,8 @@ def plan() -> list[tuple[str, str, str, int]]:
         ("train", STRONG, fp32, RECIPE_BATCH),
         ("train", STRONG, bf16, RECIPE_BATCH),
     ]
-    if ARGS.smoke:  # the seed's extraction and training: every code path, in seconds
-        rows = rows[:3]
+    if ARGS.smoke:  # the seed's and DINOv2's extraction, the seed's training: in seconds
+        rows = rows[:5]
     unique = []
     for row in rows:
         if ARGS.precision and row[2] != ARGS.precision:
@@ -137,7 +141,11 @@ def matmul_peak(dtype: str, n: int, repeats: int = 20) -> float:
 # flops_per_image at these sizes, JAX 0.10.2). On CUDA, XLA's cost analysis leaves out the
 # cuDNN convolutions (it reported 0.05 GFLOP for Xception at 224), so these stored figures
 # are used wherever they exist.
-STORED_GFLOP = {("xception", 224): 9.145, ("efficientnetv2_s", 384): 16.838}
+STORED_GFLOP = {
+    ("xception", 224): 9.145,
+    ("efficientnetv2_s", 384): 16.838,
+    ("dinov2_small", 224): 12.635,  # JAX 0.10.2 on this CPU, 2026-12-04: 2 x its 6.1 GMACs
+}
 
 
 def out_of_memory(error: Exception) -> bool:

@@ -5,8 +5,10 @@
 #   bash bench/gpu.sh                      # the real pipeline, then the per-component rows
 #   bash bench/gpu.sh --smoke              # tiny sizes on any CPU (the tests run it)
 #   bash bench/gpu.sh --pipeline-only | --components-only [--smoke]
+#   bash bench/gpu.sh --recipe dinov2_head_only   # the pipeline with DINOv2 small, head only
 # 1. bench/gpu_pipeline.py: the seed's recipe through the stages' own commands from dvc.yaml,
-#    each stage's wall time split into start-up, compilation and work ($OUT/pipeline.*).
+#    each stage's wall time split into start-up, compilation and work ($OUT/pipeline.*;
+#    --recipe dinov2_head_only: $OUT/pipeline-dinov2_head_only.*).
 # 2. bench/gpu.py: images/s, % of peak and compile time per backbone, precision and batch,
 #    with the stages' callbacks and feeding, and the input overhead ($OUT/gpu.*); it starts no
 #    new row after BUDGET_S seconds of the whole call (default 540: one 10-minute call).
@@ -15,17 +17,19 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-bench}
 BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"
-smoke=() parts=(pipeline components)
-for arg in "$@"; do
-    case $arg in
+smoke=() parts=(pipeline components) recipe=seed
+while [ $# -gt 0 ]; do
+    case $1 in
         --smoke) smoke=(--smoke) ;;
+        --recipe) recipe=${2:?--recipe needs seed or dinov2_head_only}; shift ;;
         --pipeline-only) parts=(pipeline) ;;
         --components-only) parts=(components) ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
+    shift
 done
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
-if ! python3 -c "import keras, dvclive" 2>/dev/null; then
+if ! python3 -c "import keras, dvclive, keras_hub" 2>/dev/null; then
     missing=$(python3 - <<'EOF'
 import importlib.metadata, pathlib
 for wheel in sorted(pathlib.Path(".whl").glob("*.whl")):
@@ -43,7 +47,9 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
 for part in "${parts[@]}"; do
     if [ "$part" = pipeline ]; then
-        python3 bench/gpu_pipeline.py --out "$OUT" "${smoke[@]}" 2>&1 | tee "$OUT/pipeline.log"
+        log=pipeline; [ "$recipe" = seed ] || log=pipeline-$recipe
+        python3 bench/gpu_pipeline.py --out "$OUT" --recipe "$recipe" "${smoke[@]}" 2>&1 |
+            tee "$OUT/$log.log"
     else
         python3 bench/gpu.py --out "$OUT/gpu.json" --budget-s $((BUDGET_S - SECONDS)) \
             "${smoke[@]}" 2>&1 | tee "$OUT/gpu.log"

@@ -1,11 +1,16 @@
 """The real pipeline, timed stage by stage, without DVC: run by bench/gpu.sh on the device.
 
-    python bench/gpu_pipeline.py [--smoke] [--out DIR]
+    python bench/gpu_pipeline.py [--recipe seed|dinov2_head_only] [--smoke] [--out DIR]
 
 Writes a CIFAR-10-format tarball (60,000 synthetic images; --smoke: 240) into a fresh project
-folder holding this checkout's stages, package, dvc.yaml and params.yaml, sets the seed's
-recipe (Xception 224, 15 + 15 epochs, batch 32, 35,000/15,000/10,000) with random weights and
-compute.backend jax (--smoke: tiny sizes, any CPU), and runs each stage's own `cmd` from
+folder holding this checkout's stages, package, dvc.yaml and params.yaml, sets a recipe with
+random weights and compute.backend jax (--smoke: tiny sizes, any CPU):
+
+  seed              Xception 224, 15 + 15 epochs, batch 32, 35,000/15,000/10,000 (the default)
+  dinov2_head_only  DINOv2 small (KerasHub) 224, 15 head epochs, fine_tune.epochs 0: the
+                    recommended recipe of docs/backbones.md
+
+and runs each stage's own `cmd` from
 dvc.yaml in the pipeline's order, each under bench/stage_clock.py, with a cold JAX compilation
 cache shared by the stage processes. The export stages convert on TensorFlow, which the device
 does not have, and the report follows them: both are left out. Per stage:
@@ -57,10 +62,19 @@ SMOKE = {  # seconds on a CPU; every stage still runs its real code
     # rule, which needs no timing: the smoke leaves the CPU timing out.
     "compute": {"precision": "float32"},
 }
+# Each recipe's changes to the seed's, at full size and in the smoke.
+RECIPES = {
+    "seed": ({}, {}),
+    "dinov2_head_only": (
+        {"model": {"backbone": "dinov2_small", "image_size": 224}, "fine_tune": {"epochs": 0}},
+        {"model": {"backbone": "dinov2_small", "image_size": 28}, "fine_tune": {"epochs": 0}},
+    ),
+}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=list(RECIPES), default="seed")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU check")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu-bench"))
     return parser.parse_args()
@@ -72,7 +86,7 @@ def merged(tree: dict, overrides: dict) -> dict:
     return tree
 
 
-def make_project(folder: Path, smoke: bool) -> float:
+def make_project(folder: Path, smoke: bool, recipe: str = "seed") -> float:
     """The project folder; returns the seconds spent writing the tarball."""
     shutil.rmtree(folder, ignore_errors=True)
     for name in ("stages", "transfer_pipeline"):
@@ -82,6 +96,7 @@ def make_project(folder: Path, smoke: bool) -> float:
     merged(params, RECIPE)
     if smoke:
         merged(params, SMOKE)
+    merged(params, RECIPES[recipe][smoke])
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     started = time.perf_counter()
     write_cifar10_tarball(folder / TARBALL, n_per_class=24 if smoke else 6000)
@@ -156,10 +171,11 @@ def table(rows: dict[str, dict]) -> str:
 def main() -> None:
     args = parse_args()
     folder = args.out / "project"
-    tarball_s = make_project(folder, args.smoke)
+    tarball_s = make_project(folder, args.smoke, args.recipe)
     # Cold, and shared by the stage processes as in a real run.
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder / ".jax-cache")
-    print(f"tarball ({'smoke' if args.smoke else '60,000 images'}): {tarball_s:.1f} s", flush=True)
+    size = "smoke" if args.smoke else "60,000 images"
+    print(f"recipe {args.recipe}; tarball ({size}): {tarball_s:.1f} s", flush=True)
     rows = {}
     for name, command in stage_commands(folder).items():
         print(f"--- {name}: python {shlex.join(command[2:])}", flush=True)
@@ -167,7 +183,8 @@ def main() -> None:
     for name, reason in LEFT_OUT.items():
         print(f"left out: {name} ({reason})")
     print("\npipeline, stage by stage:\n" + table(rows), flush=True)
-    (args.out / "pipeline.json").write_text(json.dumps({"tarball_s": tarball_s, **rows}, indent=1))
+    name = "pipeline.json" if args.recipe == "seed" else f"pipeline-{args.recipe}.json"
+    (args.out / name).write_text(json.dumps({"tarball_s": tarball_s, **rows}, indent=1))
 
 
 if __name__ == "__main__":

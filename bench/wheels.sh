@@ -6,7 +6,8 @@
 #   bash bench/wheels.sh
 # The list is what the stages import there (checked by running bench/gpu_pipeline.py --smoke
 # with TensorFlow, matplotlib, pydot and setuptools blocked): Keras and its dependencies, then
-# DVCLive, the DVC modules it imports and theirs.
+# DVCLive, the DVC modules it imports and theirs; KerasHub and the two it imports that the
+# device lacks (kagglehub only downloads presets: without it keras_hub still imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -16,6 +17,7 @@ PACKAGES=(
     certifi charset-normalizer colorama diskcache dpath dulwich flatten-dict flufl.lock fsspec
     funcy idna nvidia-ml-py orjson pathspec psutil pygtrie requests ruamel.yaml scmrepo sqltrie
     tabulate tqdm typing_extensions urllib3 voluptuous wcwidth zc.lockfile
+    keras-hub regex tokenizers
 )
 mapfile -t pins < <("$PYTHON" -c '
 import importlib.metadata, sys
