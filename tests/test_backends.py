@@ -37,12 +37,18 @@ STAGE_METRICS = {
 }
 
 
+# XLA aborts a CPU all-reduce whose partner device has not arrived after 40 s. Two forced
+# devices share this machine's 2 cores with the other test worker's stages: once, under that
+# load, mirrored train_head aborted there (SIGABRT) at its first validation step. 300 s.
+COLLECTIVE_TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=300"
+
+
 def jax_env(devices: int = 2) -> dict:
     """The jax backend's environment: TensorFlow blocked, `devices` XLA CPU devices."""
     return {
         "PYTHONPATH": str(BLOCKED_IMPORTS),
         "BLOCKED_IMPORTS": "tensorflow",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {COLLECTIVE_TIMEOUT}",
         "KERAS_BACKEND": "",  # the param decides, not the environment
     }
 

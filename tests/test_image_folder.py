@@ -429,7 +429,7 @@ def test_image_folder_pipeline_end_to_end(images, tmp_path):
         },
         "model": {"backbone": "mobilenet_v2", "weights": None, "image_size": 32},
         "train_head": {"epochs": 1},
-        "fine_tune": {"epochs": 1, "unfreeze": "all"},  # the tiny pipeline's is 10
+        "fine_tune": {"epochs": 1, "unfreeze": "all"},  # the tiny pipeline's is 20
         "export": {"formats": ["onnx"]},  # one format: the export stages are not its subject
     }
     repo = new_repo(tmp_path / "repo", overrides)
