@@ -70,8 +70,8 @@ from transfer_pipeline.model import (  # noqa: E402
 )
 
 STARTED = time.monotonic()
-# Backbones measured, the seed's and the stronger recipe's: name -> input size (the stored
-# images are 32 px, CIFAR's).
+# Backbones measured, the seed's, the stronger recipe's and the head-only recipe's: name ->
+# input size (the stored images are 32 px, CIFAR's).
 SIZES = {"xception": 224, "efficientnetv2_s": 384, "dinov2_small": 224}
 if ARGS.smoke:  # DINOv2 at its smallest input: two patches of 14 px a side
     SIZES = {"mobilenet_v2": 32, "efficientnetv2_b0": 32, "dinov2_small": 28}

@@ -39,7 +39,7 @@ STAGE_METRICS = {
 
 # XLA aborts a CPU all-reduce whose partner device has not arrived after 40 s. Two forced
 # devices share this machine's 2 cores with the other test worker's stages: once, under that
-# load, mirrored train_head aborted there (SIGABRT) at its first validation step. 300 s.
+# load, mirrored train_head aborted there (SIGABRT) after its fourth epoch. 300 s.
 COLLECTIVE_TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=300"
 
 
