@@ -1,5 +1,10 @@
 """Stage evaluate: test-set metrics of the fine-tuned model and of the head alone.
 
+Both are the float32 computation that export and tl-predict ship (every saved model is float32,
+saving.py). With fine_tune.epochs 0 the backbone did not change: the shipped model's test
+predictions are the head applied to the cached test features, which the features stage
+extracts in float32 for this, so the backbone is not run over the test split again.
+
     python -m stages.evaluate data/prepared data/features models/head.keras \
         models/fine_tuned.keras dvclive/evaluate eval/per_class.csv eval/predictions.npz \
         compute/evaluate.json
@@ -47,17 +52,20 @@ def main() -> None:
     setup = compute.configure(params, distributed=False)
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
-    head, classifier = load_model(args.head), load_model(args.model)
+    head = load_model(args.head)
     width = head.input_shape[-1]
     features = {}
     for split in SPLITS:  # all of data/features is a dependency: check every split's shape
         _, labels = load_split(args.prepared, split)
         features[split] = load_features(args.features, split, len(labels), width)
     batch = params["features"]["batch_size"]
-    fine_tuned = predict_in_batches(classifier, test_x, batch)
     # Arrays go through ArrayBatches too: Keras' own array feeding on TensorFlow logs an op
     # definition error (MapDataset use_unbounded_threadpool) under op determinism.
     head_only = predict_in_batches(head, np.asarray(features["test"]), batch)
+    if params["fine_tune"]["epochs"] == 0:  # the saved model is the extractor + this head
+        fine_tuned = head_only
+    else:
+        fine_tuned = predict_in_batches(load_model(args.model), test_x, batch)
 
     names = np.asarray(class_names)
     with outputs:

@@ -3,9 +3,12 @@
     python -m stages.export onnx data/prepared models/fine_tuned.keras eval/predictions.npz \
         models/export/onnx metrics/export/onnx.json
 
-Test-set accuracy in the format's own runtime must match the Keras model's (evaluate's
-predictions) within export.parity_pp (export.parity_int8_pp for litert_int8); the metrics add
-the file size and the CPU latency (batch-1 median in ms, images/s at batch 64).
+On a fixed stratified sample of the test split (export.parity_images, `all` for every image),
+the format's own runtime is compared with the Keras model's stored float32 predictions
+(evaluate's, the same computation): test accuracy must match within export.parity_pp
+(export.parity_int8_pp for litert_int8), near ties left out (export.py). The metrics add how
+many images were compared, how many changed class, the largest probability difference, the
+file size and the CPU latency (batch-1 median in ms, images/s at batch 64).
 """
 
 import argparse
@@ -41,7 +44,13 @@ def main() -> None:
     import numpy as np
 
     from transfer_pipeline import runtimes
-    from transfer_pipeline.export import check_parity, convert, size_bytes
+    from transfer_pipeline.export import (
+        check_parity,
+        compare,
+        convert,
+        parity_sample,
+        size_bytes,
+    )
     from transfer_pipeline.model import load_model
     from transfer_pipeline.store import load_split
 
@@ -49,7 +58,9 @@ def main() -> None:
     keras_side = np.load(args.predictions)
     if not np.array_equal(keras_side["labels"], test_y):
         raise PipelineError(f"{args.predictions} is not of this test split; run `dvc repro`")
-    keras_accuracy = float(np.mean(keras_side["fine_tuned"].argmax(1) == test_y))
+    sample = parity_sample(test_y, params["parity_images"])  # None: all
+    keras_probabilities = keras_side["fine_tuned"][sample]
+    images, labels = np.asarray(test_x[sample]), test_y[sample]
     calibration = None
     if args.format == "litert_int8":
         train_x, _ = load_split(args.prepared, "train")
@@ -60,20 +71,27 @@ def main() -> None:
     with outputs:
         exported = convert(model, args.format, outputs.path(args.out), calibration)
         runtime = runtimes.load(exported)
-        accuracy = float(np.mean(runtime.predict_batches(test_x).argmax(1) == test_y))
+        parity = compare(args.format, keras_probabilities, runtime.predict_batches(images), labels)
         tolerance = params["parity_pp" if args.format in FLOAT_FORMATS else "parity_int8_pp"]
-        check_parity(args.format, accuracy, keras_accuracy, tolerance)
+        check_parity(args.format, parity, tolerance)
         runs = params["latency_runs"]
         metrics = {
-            "runtime_test_accuracy": round(accuracy, 6),
-            "latency_ms": round(runtimes.median_latency_ms(runtime, test_x, runs), 3),
-            "images_per_s": round(runtimes.images_per_s(runtime, test_x), 1),
+            "runtime_test_accuracy": round(parity.runtime_accuracy, 6),
+            "keras_test_accuracy": round(parity.keras_accuracy, 6),
+            "parity_images": parity.images,
+            "changed_class": parity.changed,
+            "near_ties": parity.near_ties,
+            "max_probability_difference": round(parity.max_probability_difference, 6),
+            "latency_ms": round(runtimes.median_latency_ms(runtime, images, runs), 3),
+            "images_per_s": round(runtimes.images_per_s(runtime, images), 1),
             "size_mb": round(size_bytes(exported) / 2**20, 2),
         }
         outputs.write_json(args.metrics, metrics)
+    ties = f", {parity.near_ties} near ties" if parity.near_ties else ""
     print(
-        f"export@{args.format}: test accuracy {100 * accuracy:.2f} % (Keras "
-        f"{100 * keras_accuracy:.2f} %), {metrics['size_mb']} MB, batch 1 "
+        f"export@{args.format}: test accuracy {100 * parity.runtime_accuracy:.2f} % (Keras "
+        f"{100 * parity.keras_accuracy:.2f} %) on {parity.images} test images, "
+        f"{parity.changed} changed class{ties}; {metrics['size_mb']} MB, batch 1 "
         f"{metrics['latency_ms']} ms, {metrics['images_per_s']} images/s at 64",
         flush=True,
     )

@@ -85,12 +85,13 @@ def main() -> None:
         )
     precision, reason = compute.resolve_precision(params["compute"]["precision"], timing)
     keras.utils.set_random_seed(params["seed"])  # as if no model had been built for timing
-    # The saved extractor has the training stages' precision (float32 on a CPU, where
-    # fine_tune times its own); extraction may run in another, on a twin with the same weights.
-    saved = setup.precision
+    # The saved extractor is float32, as every saved model (saving.py). Train and validation
+    # features may be extracted in the faster precision, on a twin with the same weights; the
+    # test features in float32, the precision the shipped model runs in, so that evaluate can
+    # score the head-only model from them exactly (stages/evaluate.py).
     setup.precision, setup.precision_reason = precision, reason
-    if precision != saved:
-        setup.precision_reason = f"{reason}; saved in {saved}"
+    if precision != "float32":
+        setup.precision_reason = f"{reason}; test split and saved model in float32"
     setup.announce()
     sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
     setting["backend"] = params["compute"]["backend"]
@@ -100,14 +101,18 @@ def main() -> None:
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
-    extractor = build_feature_extractor(
-        backbone["backbone"], train_x.shape[1], backbone["image_size"], backbone["weights"]
+    extractor = under_policy(
+        "float32",
+        lambda: build_feature_extractor(
+            backbone["backbone"], train_x.shape[1], backbone["image_size"], backbone["weights"]
+        ),
     )
-    running = extractor
-    if precision != saved:
-        running = twin_extractor(
+    running = {split: extractor for split in SPLITS}
+    if precision != "float32":
+        faster = twin_extractor(
             extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
         )
+        running.update(train=faster, val=faster)
     rates = {}
     with outputs:
         for split in SPLITS:
@@ -121,7 +126,9 @@ def main() -> None:
                     shape=(len(images), extractor.output.shape[-1]),
                 )
             started = time.monotonic()
-            extract_features(running, images, params["features"]["batch_size"], split, features)
+            extract_features(
+                running[split], images, params["features"]["batch_size"], split, features
+            )
             rates[split] = round(len(images) / (time.monotonic() - started), 1)
             if outputs.writer:
                 features.flush()

@@ -78,7 +78,7 @@ def main() -> None:
         twin with the same weights where the saved one has another)."""
         extractor, head = load_model(args.extractor), load_model(args.head)
         drop_path_rate = settings["drop_path_rate"]  # null: the preset's own, as saved
-        if policy != saved_precision or drop_path_rate is not None:
+        if policy != "float32" or drop_path_rate is not None:  # saved in float32 (saving.py)
             extractor = twin_extractor(
                 extractor,
                 model["backbone"],
@@ -144,7 +144,6 @@ def main() -> None:
         writer=outputs.writer,
     )
     resume = checkpoints.resume_point()
-    saved_precision = setup.precision  # the saved extractor's: float32 on a CPU under auto
     timing = None
     if not resume and not cluster.multi_host(params):  # all processes must choose alike
         timing = compute.Timing(

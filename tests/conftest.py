@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,13 @@ TF_STARTUP = re.compile(r"WARNING: All log messages before absl::InitializeLog|I
 def stderr_lines(result) -> list[str]:
     """A command's stderr lines, without TensorFlow's start-up lines."""
     return [line for line in result.stderr.strip().splitlines() if not TF_STARTUP.match(line)]
+
+
+def mixed_policies(model_file: Path) -> list[str]:
+    """The mixed dtype policies named anywhere in a saved .keras model's config (none: float32)."""
+    with zipfile.ZipFile(model_file) as archive:
+        config = archive.read("config.json").decode()
+    return re.findall(r'"name": "(mixed_\w+)"', config)
 
 
 def tool_env() -> dict:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import stderr_lines, tool_env
+from conftest import mixed_policies, stderr_lines, tool_env
 from PIL import Image
 
 from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.export import check_parity
+from transfer_pipeline.export import check_parity, compare, parity_sample
 
 BLOCKED_IMPORTS = Path(__file__).parent / "blocked_imports"
 DEFAULT_FORMATS = ["saved_model", "onnx"]
@@ -58,8 +58,21 @@ def test_every_default_format_is_exported_with_parity_size_and_latency(pipeline)
     for fmt in DEFAULT_FORMATS:
         assert (pipeline.path / "models/export" / fmt / MODEL_FILES[fmt]).is_file(), fmt
         metrics = pipeline.json(f"metrics/export/{fmt}.json")
-        assert set(metrics) == {"runtime_test_accuracy", "latency_ms", "images_per_s", "size_mb"}
+        assert set(metrics) == {
+            "runtime_test_accuracy",
+            "keras_test_accuracy",
+            "parity_images",
+            "changed_class",
+            "near_ties",
+            "max_probability_difference",
+            "latency_ms",
+            "images_per_s",
+            "size_mb",
+        }
+        # The tiny test split (60) is below export.parity_images (1000): every image compared.
+        assert metrics["parity_images"] == 60 and metrics["keras_test_accuracy"] == keras_accuracy
         assert abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= 0.001, (fmt, metrics)
+        assert metrics["max_probability_difference"] < 1e-3, (fmt, metrics)
         on_disk = sum(f.stat().st_size for f in (pipeline.path / "models/export" / fmt).rglob("*"))
         assert metrics["size_mb"] == pytest.approx(on_disk / 2**20, abs=0.01), (fmt, metrics)
         assert metrics["latency_ms"] > 0, metrics
@@ -146,29 +159,49 @@ def test_tl_predict_on_onnx_with_tensorflow_and_keras_blocked_gives_the_keras_to
     _same_top_k(_predict(pipeline, "models/export/saved_model", images), keras_top)
 
 
-def test_litert_formats_run_only_their_new_stages_and_keep_parity(pipeline_copy, images):
+def test_mixed_bfloat16_training_ships_float32_models_with_parity_in_every_format(
+    pipeline_copy, images
+):
+    """The default path of a GPU or a bfloat16 CPU (compute.precision auto chooses mixed
+    bfloat16 there), forced so it does not depend on the CPU: training in mixed bfloat16, every
+    saved model float32, evaluate's accuracy is the exported models', in every format."""
     repo = pipeline_copy
     formats = [*DEFAULT_FORMATS, "litert", "litert_int8"]
-    repo.set_params({"export": {"formats": formats}})
+    repo.set_params({"compute": {"precision": "mixed_bfloat16"}, "export": {"formats": formats}})
     result = repo.dvc("repro")
-    assert repo.ran_stages(result.stdout) == {"export@litert", "export@litert_int8", "report"}
+    assert repo.ran_stages(result.stdout) == {
+        "features",
+        "train_head",
+        "fine_tune",
+        "evaluate",
+        *(f"export@{fmt}" for fmt in formats),
+        "report",
+    }
+    for stage in ("features", "train_head", "fine_tune"):
+        assert repo.json(f"compute/{stage}.json")["precision"] == "mixed_bfloat16", stage
+    for model in ("feature_extractor", "head", "fine_tuned"):
+        assert mixed_policies(repo.path / f"models/{model}.keras") == [], model
     keras_accuracy = _keras_accuracy(repo)
     params = repo.params()["export"]
-    for fmt in ("litert", "litert_int8"):
-        tolerance = params["parity_pp" if fmt == "litert" else "parity_int8_pp"]
+    for fmt in formats:
+        tolerance = params["parity_int8_pp" if fmt == "litert_int8" else "parity_pp"]
         metrics = repo.json(f"metrics/export/{fmt}.json")
-        assert (repo.path / "models/export" / fmt / "model.tflite").is_file()
+        assert (repo.path / "models/export" / fmt / MODEL_FILES[fmt]).is_file(), fmt
+        assert metrics["keras_test_accuracy"] == keras_accuracy, (fmt, metrics)
         assert 100 * abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= tolerance, (
             fmt,
             metrics,
         )
+    for fmt in DEFAULT_FORMATS:  # float32 against float32: the same classes
+        assert repo.json(f"metrics/export/{fmt}.json")["changed_class"] == 0, fmt
     sizes = {fmt: report_size(repo, fmt) for fmt in formats}
     assert sizes["litert_int8"] < sizes["litert"] < sizes["onnx"], sizes  # int8 < fp16 < fp32
     report = (repo.path / "report/report.md").read_text()
     assert all(f"| {fmt} |" in report for fmt in formats), report
     keras_top = _predict(repo, "models/fine_tuned.keras", images)
+    _same_top_k(_predict(repo, "models/export/onnx/model.onnx", images), keras_top)
     _same_top_k(_predict(repo, "models/export/litert/model.tflite", images), keras_top)
-    # Back to the defaults: litert's metrics file is stale and the report ignores it.
+    # Back to the default formats: litert's metrics file is stale and the report ignores it.
     repo.set_params({"export": {"formats": DEFAULT_FORMATS}})
     result = repo.dvc("repro")
     assert repo.ran_stages(result.stdout) <= {"report"}
@@ -211,14 +244,56 @@ def test_missing_converter_is_one_line_naming_the_extra(pipeline, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_parity_beyond_the_tolerance_is_one_line():
-    check_parity("onnx", 0.9413, 0.9414, 0.1)  # 0.01 points: within
+def _probabilities(top: list[int], margin: float = 0.5) -> np.ndarray:
+    """One row per image: ``top`` first by ``margin``, the second class next."""
+    rows = np.full((len(top), 3), 0.0)
+    for row, label in enumerate(top):
+        rows[row, label] = (1 + margin) / 2
+        rows[row, (label + 1) % 3] = (1 - margin) / 2
+    return rows
+
+
+def test_parity_beyond_the_tolerance_is_one_line_that_counts_the_changed_images():
+    labels = np.array([0, 1, 2, 0, 1] * 20)  # 100 images
+    keras_side = _probabilities(labels.tolist())
+    check_parity("onnx", compare("onnx", keras_side, keras_side, labels), 0.1)
+    exported = keras_side.copy()
+    exported[:2] = _probabilities([1, 2])  # two images change class: 2 points
     with pytest.raises(PipelineError) as error:
-        check_parity("litert_int8", 0.90, 0.92, 1.5)
+        check_parity("litert_int8", compare("litert_int8", keras_side, exported, labels), 1.5)
     assert str(error.value) == (
-        "litert_int8: test accuracy 90.00 % differs from the Keras model's 92.00 % by 2.00 "
-        "points (allowed 1.5); nothing was replaced"
+        "litert_int8: test accuracy 98.00 % differs from the Keras model's 100.00 % by 2.00 "
+        "points on 100 test images (allowed 1.5); 2 of them changed class; nothing was replaced"
     )
+
+
+def test_a_near_tie_flipped_by_float16_is_reported_and_not_a_parity_failure():
+    """The tiny DINOv2 preset's case: Keras 0.46794 against 0.46786, flipped by float16."""
+    labels = np.array([0] * 59 + [1])
+    keras_side = _probabilities(labels.tolist())
+    keras_side[-1] = [0.46786, 0.46794, 0.0642]
+    exported = keras_side.copy()
+    exported[-1] = [0.4681, 0.4677, 0.0642]
+    parity = compare("litert", keras_side, exported, labels)
+    assert (parity.changed, parity.near_ties) == (0, 1)
+    assert parity.runtime_accuracy == pytest.approx(59 / 60)  # reported as measured
+    check_parity("litert", parity, 0.1)  # passes: 0 points once the near tie is set apart
+    # In float32 (ONNX) the same flip is a real change: the margin is far above its resolution.
+    with pytest.raises(PipelineError, match="1 of them changed class"):
+        check_parity("onnx", compare("onnx", keras_side, exported, labels), 0.1)
+
+
+def test_the_parity_sample_is_stratified_spread_and_the_same_every_run():
+    labels = np.repeat(np.arange(10), [1500, 1200, 1000, 1000, 1000, 1000, 900, 900, 800, 700])
+    sample = parity_sample(labels, 1000)
+    assert len(sample) == len(set(sample.tolist())) == 1000
+    assert np.array_equal(sample, parity_sample(labels.copy(), 1000))  # no random draw
+    counts = np.bincount(labels[sample], minlength=10)
+    assert np.array_equal(counts, np.bincount(labels) // 10), counts  # each class its share
+    first = sample[labels[sample] == 0]
+    assert first.min() < 150 and first.max() > 1350  # spread through the class, not its start
+    assert np.array_equal(parity_sample(labels, None), np.arange(len(labels)))  # all
+    assert np.array_equal(parity_sample(labels[:50], 1000), np.arange(50))
 
 
 def test_a_parity_failure_in_the_stage_replaces_nothing(pipeline_copy, tmp_path):

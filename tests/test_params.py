@@ -132,6 +132,7 @@ def test_each_export_stage_reads_only_its_declared_params(monkeypatch):
     assert set(load_params("export")["export"]) == {
         "latency_runs",
         "calibration_images",
+        "parity_images",
         "parity_pp",
         "parity_int8_pp",
     }

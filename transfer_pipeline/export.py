@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PipelineError
@@ -66,15 +67,16 @@ def _installed(name: str) -> bool:
 
 def float32_copy(model):
     """The model itself, or a float32 rebuild (same weights) when any layer is mixed precision:
-    the ONNX exporter requires the float32 dtype policy (Keras 3.15)."""
+    the ONNX exporter requires the float32 dtype policy (Keras 3.15). The pipeline's own models
+    are saved in float32 already (saving.py); this covers a model saved elsewhere."""
     import keras
 
     from .model import all_layers
+    from .saving import float32_config
 
     if not any(_mixed(layer) for layer in all_layers(model)):
         return model
-    config = keras.saving.serialize_keras_object(model)
-    _float32_policies(config)
+    config = float32_config(keras.saving.serialize_keras_object(model))
     rebuilt = keras.saving.deserialize_keras_object(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
@@ -82,22 +84,6 @@ def float32_copy(model):
 
 def _mixed(layer) -> bool:
     return str(getattr(layer.dtype_policy, "name", "")).startswith("mixed_")
-
-
-def _float32_policies(node) -> None:
-    if isinstance(node, dict):
-        config = node.get("config")
-        if (
-            str(node.get("class_name", "")).endswith("DTypePolicy")
-            and isinstance(config, dict)
-            and str(config.get("name", "")).startswith("mixed_")
-        ):
-            config["name"] = "float32"
-        for value in node.values():
-            _float32_policies(value)
-    elif isinstance(node, list):
-        for value in node:
-            _float32_policies(value)
 
 
 def convert(model, fmt: str, folder: Path, calibration=None) -> Path:
@@ -210,13 +196,89 @@ def size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def check_parity(fmt: str, accuracy: float, keras_accuracy: float, tolerance_pp: float) -> None:
+# The numeric resolution of each format's probabilities, from its arithmetic: float32 (SavedModel,
+# ONNX) differs from Keras in the order of its sums, about 1e-6 per layer; LiteRT's float16
+# weights round at 2^-11 (5e-4) of every weight; int8 at 1/256 of each tensor's range. Where
+# the Keras model's top two classes are closer than this, the exported model may rank them the
+# other way without being wrong: a near tie, counted apart and not a parity failure.
+RESOLUTION = {"saved_model": 1e-5, "onnx": 1e-5, "litert": 1e-2, "litert_int8": 5e-2}
+
+
+def parity_sample(labels, count: int | None):
+    """Indices of ``count`` test images (all where None or more): every class in proportion to
+    its share, each spread evenly through its own images. The same labels give the same sample
+    on every run (no random draw)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if count is None or count >= len(labels):
+        return np.arange(len(labels))
+    classes = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    # Each class's share of ``count``, by largest remainder (ties to the earlier class).
+    shares = np.array([len(members) for members in classes]) * count / len(labels)
+    taken = np.floor(shares).astype(int)
+    for extra in np.argsort(-(shares - taken), kind="stable")[: count - taken.sum()]:
+        taken[extra] += 1
+    chosen = [
+        members[((np.arange(k) + 0.5) * len(members) / k).astype(int)]  # the middle of k strata
+        for members, k in zip(classes, taken)
+        if k
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+@dataclass
+class Parity:
+    """The exported model's predictions against the Keras model's on the same test images."""
+
+    images: int  # how many were compared
+    runtime_accuracy: float
+    keras_accuracy: float
+    settled_accuracy: float  # the runtime's, where each near tie takes the Keras class
+    changed: int  # images whose top-1 class changed, near ties left out
+    near_ties: int  # flips where the Keras top-2 margin is below the format's resolution
+    max_probability_difference: float
+
+    @property
+    def accuracy_difference_pp(self) -> float:
+        """Percentage points between the two accuracies, near ties counted as agreeing."""
+        return 100 * abs(self.settled_accuracy - self.keras_accuracy)
+
+
+def compare(fmt: str, keras_probabilities, runtime_probabilities, labels) -> Parity:
+    import numpy as np
+
+    keras_probabilities = np.asarray(keras_probabilities, dtype=np.float64)
+    runtime_probabilities = np.asarray(runtime_probabilities, dtype=np.float64)
+    keras_top, runtime_top = keras_probabilities.argmax(1), runtime_probabilities.argmax(1)
+    top_two = np.sort(keras_probabilities, axis=1)[:, -2:]
+    margin = top_two[:, 1] - top_two[:, 0] if keras_probabilities.shape[1] > 1 else np.inf
+    flipped = keras_top != runtime_top
+    near_tie = flipped & (margin < RESOLUTION[fmt])
+    settled = np.where(near_tie, keras_top, runtime_top)  # a near tie counts as agreeing
+    return Parity(
+        images=len(labels),
+        runtime_accuracy=float(np.mean(runtime_top == labels)),
+        keras_accuracy=float(np.mean(keras_top == labels)),
+        settled_accuracy=float(np.mean(settled == labels)),
+        changed=int((flipped & ~near_tie).sum()),
+        near_ties=int(near_tie.sum()),
+        max_probability_difference=float(
+            np.abs(keras_probabilities - runtime_probabilities).max(initial=0.0)
+        ),
+    )
+
+
+def check_parity(fmt: str, parity: Parity, tolerance_pp: float) -> None:
     """One line when the exported model's test accuracy is off the Keras model's by more than
-    ``tolerance_pp`` percentage points."""
-    difference = 100 * abs(accuracy - keras_accuracy)
+    ``tolerance_pp`` percentage points, near ties left out; it says how many images changed
+    class."""
+    difference = parity.accuracy_difference_pp
     if difference > tolerance_pp + 1e-9:
+        ties = f" and {parity.near_ties} near ties" if parity.near_ties else ""
         raise PipelineError(
-            f"{fmt}: test accuracy {100 * accuracy:.2f} % differs from the Keras model's "
-            f"{100 * keras_accuracy:.2f} % by {difference:.2f} points (allowed "
-            f"{tolerance_pp:g}); nothing was replaced"
+            f"{fmt}: test accuracy {100 * parity.runtime_accuracy:.2f} % differs from the Keras "
+            f"model's {100 * parity.keras_accuracy:.2f} % by {difference:.2f} points on "
+            f"{parity.images} test images (allowed {tolerance_pp:g}); {parity.changed} of "
+            f"them changed class{ties}; nothing was replaced"
         )

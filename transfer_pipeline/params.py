@@ -203,6 +203,15 @@ def worker_count(value) -> int:
     return os.cpu_count() or 1
 
 
+def _parity_images(value):
+    """A count of test images, or all of them (None)."""
+    if value == "all":
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, None
+    return None, "an integer >= 1, or all"
+
+
 def _formats(value):
     if (
         isinstance(value, list)
@@ -258,6 +267,7 @@ SCHEMA = {
     "export.formats": _formats,
     "export.latency_runs": _int(1, 10000),
     "export.calibration_images": _int(1, 10000),
+    "export.parity_images": _parity_images,
     "export.parity_pp": _float(0.0, 100.0),
     "export.parity_int8_pp": _float(0.0, 100.0),
     "report.reference_accuracy": _float(0.0, 1.0),

@@ -1,7 +1,11 @@
-"""Save stage outputs (.keras) lean and byte-deterministic.
+"""Save stage outputs (.keras) lean, in float32 and byte-deterministic.
 
 A stage output is for inference: no optimizer or compile state at any depth (resuming uses
-the checkpoints in .resume/). Keras writes the save time, the current time on one zip entry,
+the checkpoints in .resume/), and float32 dtype policies in every layer, whatever precision
+it was trained in. Under a ``mixed_*`` policy Keras keeps the variables in float32 and only
+computes in bfloat16/float16, so the float32 model is the same weights computed exactly:
+what evaluate measures is what export and tl-predict ship (docs/gpus-and-clusters.md).
+Keras writes the save time, the current time on one zip entry,
 and Python memory addresses (``shared_object_id``) into every file; we write none of them, so
 the same weights and architecture always give the same bytes and DVC sees no change.
 """
@@ -31,7 +35,7 @@ def _rewrite_lean_and_deterministic(path: Path) -> None:
     metadata = json.loads(members["metadata.json"])
     metadata.pop("date_saved", None)
     members["metadata.json"] = json.dumps(metadata).encode()
-    config = _canonical_config(json.loads(members["config.json"]), shared_ids={})
+    config = _canonical_config(float32_config(json.loads(members["config.json"])), shared_ids={})
     members["config.json"] = json.dumps(config).encode()
     members["model.weights.h5"] = _h5_without_group(members["model.weights.h5"], "optimizer")
     with zipfile.ZipFile(path, "w") as archive:
@@ -55,6 +59,27 @@ def _canonical_config(config, shared_ids: dict):
         return canonical
     if isinstance(config, list):
         return [_canonical_config(item, shared_ids) for item in config]
+    return config
+
+
+def _is_mixed_policy(node: dict) -> bool:
+    """A serialized ``DTypePolicy`` of a mixed precision (``mixed_bfloat16``, ...)."""
+    config = node.get("config")
+    return (
+        str(node.get("class_name", "")).endswith("DTypePolicy")
+        and isinstance(config, dict)
+        and str(config.get("name", "")).startswith("mixed_")
+    )
+
+
+def float32_config(config):
+    """A serialized model's config with float32 dtype policies in place of mixed ones."""
+    if isinstance(config, dict):
+        if _is_mixed_policy(config):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: float32_config(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [float32_config(item) for item in config]
     return config
 
 
