@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_of, new_repo, stderr_lines, tool_env
+from conftest import copy_of, mixed_policies, new_repo, stderr_lines, tool_env
 from PIL import Image
 
 BLOCKED_IMPORTS = Path(__file__).parent / "blocked_imports"
@@ -123,10 +123,13 @@ def test_jax_reaches_the_tensorflow_runs_accuracy_band(jax_run, pipeline):
     assert on_jax["head_only"]["test_accuracy"] > 0.5
 
 
-def _predict(repo, images: list[Path], out: Path, env: dict) -> dict[str, np.ndarray]:
+def _predict(
+    repo, images: list[Path], out: Path, env: dict, model: str = "models/fine_tuned.keras"
+) -> dict[str, np.ndarray]:
     """tl-predict's probabilities of all classes per image, run as a user runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.predict", "--top-k", "10", "--csv", str(out)]
+        [sys.executable, "-m", "transfer_pipeline.predict", "--model", model, "--top-k", "10"]
+        + ["--csv", str(out)]
         + [str(image) for image in images],
         cwd=repo.path,
         env={**tool_env(), **env},
@@ -161,6 +164,46 @@ def test_a_model_trained_on_one_backend_predicts_the_same_on_the_other(
     predicted = _predict(repo, images, tmp_path / "predictions.csv", env)
     for index, path in enumerate(images):
         np.testing.assert_allclose(predicted[str(path)], expected[index], atol=1e-4)
+
+
+def test_mixed_bfloat16_on_jax_ships_float32_models_with_parity_in_every_format(pipeline, tmp_path):
+    """The default path of a GPU (auto: mixed bfloat16 on Ampere and newer), forced on the
+    CPU: the model stages train on jax in mixed bfloat16, every saved model is float32, and the
+    export stages (TensorFlow) match evaluate's accuracy; tl-predict agrees across formats."""
+    repo = copy_of(pipeline, tmp_path / "repo")
+    formats = ["saved_model", "onnx", "litert", "litert_int8"]
+    repo.set_params(
+        {
+            "compute": {"backend": "jax", "precision": "mixed_bfloat16"},
+            "export": {"formats": formats},
+        }
+    )
+    env = {"KERAS_BACKEND": "", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    result = repo.dvc("repro", env=env)
+    exports = {f"export@{fmt}" for fmt in formats}
+    assert repo.ran_stages(result.stdout) == MODEL_STAGES | exports | {"report"}
+    for stage in MODEL_STAGES:
+        record = repo.json(f"compute/{stage}.json")
+        assert (record["backend"], record["precision"]) == ("jax", "mixed_bfloat16"), stage
+    for model in ("feature_extractor", "head", "fine_tuned"):
+        assert mixed_policies(repo.path / f"models/{model}.keras") == [], model
+    evaluated = repo.json(STAGE_METRICS["evaluate"])["test_accuracy"]
+    export = repo.params()["export"]
+    for fmt in formats:
+        metrics = repo.json(f"metrics/export/{fmt}.json")
+        tolerance = export["parity_int8_pp" if fmt == "litert_int8" else "parity_pp"]
+        assert metrics["keras_test_accuracy"] == evaluated, (fmt, metrics)
+        assert 100 * abs(metrics["runtime_test_accuracy"] - evaluated) <= tolerance, metrics
+    test_x = np.load(repo.path / "data/prepared/test_x.npy")
+    images = []
+    for index in range(3):
+        images.append(tmp_path / f"test-{index}.png")
+        Image.fromarray(test_x[index]).save(images[-1])
+    keras_side = _predict(repo, images, tmp_path / "keras.csv", {})
+    for exported in ("models/export/onnx/model.onnx", "models/export/litert/model.tflite"):
+        predicted = _predict(repo, images, tmp_path / "exported.csv", {}, model=exported)
+        for path in keras_side:  # all ten probabilities; LiteRT's weights are float16
+            np.testing.assert_allclose(predicted[path], keras_side[path], atol=0.011)
 
 
 def test_jax_runs_keep_their_compiled_programs_for_the_next_run(jax_run, jax_compilation_cache):

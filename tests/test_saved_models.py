@@ -133,3 +133,51 @@ def test_a_forced_rerun_reproduces_every_output_byte_for_byte_and_nothing_cascad
     assert len(compared) > 10
     assert {path: after[path] for path in compared} == {path: before[path] for path in compared}
     assert repo.dvc("status", "--json").stdout.strip() == "{}"
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_model_trained_in_mixed_precision_is_saved_as_its_float32_computation(policy, tmp_path):
+    """Keras keeps a mixed model's variables in float32: the saved model is those weights in
+    float32 layers, which compute what export's float32 rebuild of the model in memory does.
+    mixed_float16 trains on the CPU too (slowly: no float16 arithmetic there, see
+    docs/gpus-and-clusters.md); a GPU of compute capability 7.x trains in it under auto."""
+    from conftest import mixed_policies
+
+    from transfer_pipeline.export import float32_copy
+    from transfer_pipeline.model import load_model
+
+    keras.backend.clear_session()  # it resets the dtype policy too: set the policy after it
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        extractor = build_feature_extractor("mobilenet_v2", SIDE, SIDE, None)
+        classifier = build_classifier(
+            extractor, build_head(extractor.output.shape[-1], [8], 0.1, 3)
+        )
+        unfreeze(backbone_of(extractor), 10)
+        classifier.compile(optimizer="adam", loss="categorical_crossentropy")
+        images = np.random.default_rng(0).integers(0, 256, (8, SIDE, SIDE, 3), dtype=np.uint8)
+        classifier.train_on_batch(images, one_hot(np.arange(8) % CLASSES, CLASSES))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert mixed_policies_of(classifier) and mixed_policies_of(classifier)[0] == policy
+    save_model(classifier, tmp_path / "model.keras")
+    assert mixed_policies(tmp_path / "model.keras") == []
+    saved = load_model(tmp_path / "model.keras")
+    assert not mixed_policies_of(saved)
+    rebuilt = float32_copy(classifier)
+    for mine, theirs in zip(saved.weights, rebuilt.weights, strict=True):
+        assert mine.dtype == "float32" and np.array_equal(mine.numpy(), theirs.numpy())
+    np.testing.assert_allclose(
+        saved.predict(images, verbose=0), rebuilt.predict(images, verbose=0), atol=1e-6
+    )
+
+
+def mixed_policies_of(model) -> list[str]:
+    from transfer_pipeline.model import all_layers
+
+    return [
+        layer.dtype_policy.name
+        for layer in all_layers(model)
+        if layer.dtype_policy.name.startswith("mixed_")
+    ]
