@@ -1,12 +1,14 @@
 """Tiny random KerasHub presets the tests make themselves (real weights cannot reach these
 machines): a DINOv2, a MobileNetV3 and a CLIP or SigLIP in KerasHub's own layout, as
-``save_to_preset`` writes them. Checked in with their reference features: the
+``save_to_preset`` writes them, in a folder or where kagglehub keeps a preset it downloaded
+(a load by name). Checked in with their reference features: the
 transformers-layout DINOv2 (tests/data/dinov2_tiny/, made with PyTorch by
 tests/make_dinov2_reference.py) and a KerasHub CLIP (tests/data/clip_tiny/,
 tests/make_clip_reference.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +43,32 @@ def save_dinov2(folder: Path, registers: int = 0) -> Path:
         scale=[1 / (255 * s) for s in IMAGENET_STD],
         offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
     ).save_to_preset(str(folder))
+    return folder
+
+
+def save_in_kagglehub_cache(cache: Path, name: str, save=save_dinov2) -> Path:
+    """The preset that ``save(folder)`` writes, placed where kagglehub would have downloaded
+    the KerasHub preset ``name`` under the cache root ``cache`` (``KAGGLEHUB_CACHE``), with
+    kagglehub's completion markers: with ``KAGGLEHUB_CACHE=cache`` KerasHub's
+    ``from_preset(name)`` resolves its versioned Kaggle handle from there, without network."""
+    import keras_hub
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_model_handle
+
+    handle = keras_hub.models.Backbone.presets[name]["kaggle_handle"].removeprefix("kaggle://")
+    before = os.environ.get("KAGGLEHUB_CACHE")
+    os.environ["KAGGLEHUB_CACHE"] = str(cache)  # kagglehub reads it at every call
+    try:
+        parsed, markers = parse_model_handle(handle), Cache()
+        folder = save(Path(markers.get_path(parsed)))
+        for file in folder.iterdir():
+            markers.mark_as_complete(parsed, file.name)
+        markers.mark_as_complete(parsed)
+    finally:
+        if before is None:
+            del os.environ["KAGGLEHUB_CACHE"]
+        else:
+            os.environ["KAGGLEHUB_CACHE"] = before
     return folder
 
 

@@ -22,26 +22,48 @@ from hub_presets import (
     DINOV2_TRANSFORMERS,
     save_dinov2,
     save_image_text,
+    save_in_kagglehub_cache,
     save_mobilenet,
 )
 
 from transfer_pipeline.errors import PipelineError
 from transfer_pipeline.params import ParamError, validate, warnings_about
 
+BLOCKED_IMPORTS = REPO_ROOT / "tests" / "blocked_imports"
+# Any request for the network fails at once (a proxy on the discard port, which nothing serves).
+NO_NETWORK = {
+    "https_proxy": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
+
 
 def default_params() -> dict:
     return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
 
-def _run_stage(repo, *args, backend="tensorflow"):
+def _run_stage(repo, *args, backend="tensorflow", env=None):
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=repo.path,
-        env={**tool_env(), "KERAS_BACKEND": backend, "JAX_LOG_COMPILES": "1"},
+        env={**tool_env(), "KERAS_BACKEND": backend, "JAX_LOG_COMPILES": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _run_features(repo, images, backend="tensorflow", env=None):
+    """The features stage on ``images`` (12) as prepared train, val and test splits."""
+    prepared = repo.path / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    for split, rows in {"train": slice(0, 8), "val": slice(8, 10), "test": slice(10, 12)}.items():
+        np.save(prepared / f"{split}_x.npy", images[rows])
+        np.save(prepared / f"{split}_y.npy", np.arange(len(images))[rows] % 2)
+    (prepared / "classes.json").write_text(json.dumps(["a", "b"]))
+    outputs = ["data/features", "models/feature_extractor.keras", "metrics/features.json"]
+    arguments = ["stages.features", "data/prepared", *outputs, "compute/features.json"]
+    return _run_stage(repo, *arguments, backend=backend, env=env)
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
@@ -65,22 +87,7 @@ def test_dinov2_features_stage_equals_the_transformers_reference(tmp_path, backe
             "features": {"batch_size": 5},  # a padded last batch too
         }
     )
-    prepared = repo.path / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    for split, rows in {"train": slice(0, 8), "val": slice(8, 10), "test": slice(10, 12)}.items():
-        np.save(prepared / f"{split}_x.npy", images[rows])
-        np.save(prepared / f"{split}_y.npy", np.arange(len(images))[rows] % 2)
-    (prepared / "classes.json").write_text(json.dumps(["a", "b"]))
-    result = _run_stage(
-        repo,
-        "stages.features",
-        "data/prepared",
-        "data/features",
-        "models/feature_extractor.keras",
-        "metrics/features.json",
-        "compute/features.json",
-        backend=backend,
-    )
+    result = _run_features(repo, images, backend=backend)
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.concatenate(
         [np.load(repo.path / "data" / "features" / f"{s}.npy") for s in ("train", "val", "test")]
@@ -165,6 +172,52 @@ def test_hub_bad_preset_folders_are_one_line_each(presets, tmp_path):
         with pytest.raises(PipelineError, match=truncated_message) as raised:
             load_backbone(dinov2, 28, str(truncated))
         assert "\n" not in str(raised.value)
+
+
+def test_hub_by_name_failures_are_one_line_each(tmp_path, monkeypatch):
+    """model.weights: imagenet, the preset by name: with the network unreachable and the
+    preset not in kagglehub's cache, the offline line; a damaged download in the cache, a line
+    naming the preset and the error."""
+    from transfer_pipeline.backbones import HUB_BACKBONES
+    from transfer_pipeline.hub import load_backbone
+
+    for name, value in {"KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"), **NO_NETWORK}.items():
+        monkeypatch.setenv(name, value)
+    dinov2 = HUB_BACKBONES["dinov2_small"]
+    offline = r"cannot download the KerasHub preset dinov2_small \(\w+\)\. Offline: .* weights/"
+    with pytest.raises(PipelineError, match=offline) as raised:
+        load_backbone(dinov2, 28, "imagenet")
+    assert "\n" not in str(raised.value)
+
+    cached = save_in_kagglehub_cache(tmp_path / "kagglehub", "dinov2_small")
+    data = (cached / "model.weights.h5").read_bytes()
+    (cached / "model.weights.h5").write_bytes(data[: len(data) // 2])
+    damaged = r"cannot load the KerasHub preset dinov2_small by name \(OSError: .*truncated"
+    with pytest.raises(PipelineError, match=damaged) as raised:
+        load_backbone(dinov2, 28, "imagenet")
+    assert "\n" not in str(raised.value) and "kagglehub's cache" in str(raised.value)
+
+
+def test_hub_by_name_without_kagglehub_is_one_line(tmp_path):
+    """model.weights: imagenet with kagglehub not installed (its import blocked, as an absent
+    package fails; the install of KerasHub with --no-deps once left it out): the features
+    stage stops with one line that says how to install it."""
+    repo = project_files(tmp_path / "repo")
+    repo.set_params(
+        {
+            "model": {"backbone": "dinov2_small", "weights": "imagenet", "image_size": 28},
+            "compute": {"precision": "float32"},
+        }
+    )
+    blocked = {"PYTHONPATH": str(BLOCKED_IMPORTS), "BLOCKED_IMPORTS": "kagglehub", **NO_NETWORK}
+    images = np.load(DINOV2_REFERENCE)["images"]
+    result = _run_features(repo, images, env=blocked)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert stderr_lines(result) == [
+        "error: model.weights: imagenet loads the KerasHub preset dinov2_small by name through "
+        "kagglehub, which is not installed; install it with pip install -e . (the project's "
+        "dependencies bring it), or give the preset's folder as model.weights (docs/backbones.md)"
+    ]
 
 
 def test_hub_dinov2_pools_class_token_and_patch_mean_without_registers(presets, tmp_path):
@@ -301,28 +354,27 @@ def test_hub_dinov2_fine_tunes_with_adamw(presets):
 def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_from_features(
     tmp_path,
 ):
-    """dvc repro with a tiny DINOv2 preset folder, fine_tune.epochs 0: the exported models pass
-    their parity checks, tl-predict ranks an image, the report says the backbone was frozen.
-    Then DINOv2 fine-tuned with layer-wise learning-rate decay, AdamW and stochastic depth
-    (fine_tune alone reruns). Then model.backbone switched to MobileNetV3: prepare is not
-    rerun, features and the head are."""
+    """dvc repro with DINOv2 by name (model.weights: imagenet), a tiny preset that kagglehub
+    serves from its cache (KAGGLEHUB_CACHE) as it would after a download, with the network
+    unreachable; fine_tune.epochs 0: the exported models pass their parity checks, tl-predict
+    ranks an image, the report says the backbone was frozen. Then DINOv2 fine-tuned with
+    layer-wise learning-rate decay, AdamW and stochastic depth (fine_tune alone reruns). Then
+    model.backbone switched to MobileNetV3 (a preset folder): prepare is not rerun, features
+    and the head are."""
     repo = new_repo(tmp_path / "repo")
-    save_dinov2(repo.path / "weights" / "dinov2_small")
+    save_in_kagglehub_cache(tmp_path / "kagglehub", "dinov2_small")
+    by_name = {"KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"), **NO_NETWORK}
     save_mobilenet(repo.path / "weights" / "mobilenet_v3")
-    repo.dvc("add", "-q", "weights/dinov2_small", "weights/mobilenet_v3")
+    repo.dvc("add", "-q", "weights/mobilenet_v3")
     repo.set_params(
         {
-            "model": {
-                "backbone": "dinov2_small",
-                "weights": "weights/dinov2_small",
-                "image_size": 28,
-            },
+            "model": {"backbone": "dinov2_small", "weights": "imagenet", "image_size": 28},
             "fine_tune": {"epochs": 0},
             "export": {"formats": ["saved_model", "onnx", "litert"]},
         }
     )
     repo.commit("tiny DINOv2, head only")
-    first = repo.dvc("repro")
+    first = repo.dvc("repro", env=by_name)
     assert "fine_tune.epochs 0: backbone + head saved" in first.stdout
     for fmt in ("saved_model", "onnx", "litert"):
         assert repo.json(f"metrics/export/{fmt}.json")["runtime_test_accuracy"] >= 0
@@ -347,7 +399,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
             }
         }
     )
-    tuned = repo.dvc("repro", "fine_tune")
+    tuned = repo.dvc("repro", "fine_tune", env=by_name)  # rebuilt by name at that rate
     assert repo.ran_stages(tuned.stdout) == {"fine_tune"}
     assert repo.json("dvclive/fine_tune/metrics.json")["best_epoch"] == 1
     with zipfile.ZipFile(repo.path / "models" / "fine_tuned.keras") as saved:

@@ -10,6 +10,7 @@ declared dependencies: README, Install). Saved models that hold a KerasHub backb
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -36,9 +37,12 @@ def keras_hub():
     try:
         import keras_hub
     except ImportError as error:
+        # KerasHub imports kagglehub if it is installed: a broken one (say, a kagglesdk of
+        # another version) stops the import
+        fix = "pip install -e ." if "kagglehub" in str(error) else INSTALL
         raise PipelineError(
             f"model.backbone names a KerasHub preset but keras_hub cannot be imported "
-            f"({error}); install it with {INSTALL}"
+            f"({_first_line(error)}); install it with {fix}"
         ) from None
     hub_fixes.apply()  # before any KerasHub model is built or loaded
     return keras_hub
@@ -120,7 +124,7 @@ def check_folder(folder: Path, hub: HubBackbone) -> None:
 def load_backbone(
     hub: HubBackbone, image_size: int, weights, load_weights: bool = True, drop_path_rate=None
 ):
-    """The KerasHub backbone at ``image_size``: by name (``weights: imagenet``, network), from
+    """The KerasHub backbone at ``image_size``: by name (``weights: imagenet``, kagglehub), from
     a preset folder, or random (``weights: null``, where the registry has an architecture);
     position embeddings as the reference implementation interpolates them.
     ``drop_path_rate``: its stochastic depth (``hub.drop_path_key``); None = the preset's."""
@@ -151,23 +155,16 @@ def _load_backbone(hub: HubBackbone, image_size: int, weights, load_weights: boo
             )
         return getattr(models, hub.keras_hub_class)(**hub.random_config, **arguments)
     if weights == "imagenet":
-        try:
-            return models.Backbone.from_preset(hub.name, load_weights=load_weights, **arguments)
-        except Exception as error:  # kagglehub raises many kinds for a network failure
-            if not _offline(error):
-                raise
-            raise PipelineError(
-                f"cannot download the KerasHub preset {hub.name} ({error.__class__.__name__}). "
-                f"Offline: make its preset folder on a machine with network, copy it to "
-                f"weights/{hub.name} and set model.weights: weights/{hub.name} "
-                f"(docs/backbones.md)"
-            ) from None
+        return _by_name(
+            hub,
+            lambda: models.Backbone.from_preset(hub.name, load_weights=load_weights, **arguments),
+        )
     folder = Path(weights)
     check_folder(folder, hub)
     try:
         return models.Backbone.from_preset(str(folder), load_weights=load_weights, **arguments)
     except Exception as error:  # a truncated file fails in h5py, safetensors or a converter
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
+        reason = _first_line(error)[:150]
         raise PipelineError(
             f"model.weights folder {folder} cannot be loaded as {hub.name} ({reason}): a file in "
             f"it is truncated or not of this preset; copy the preset folder again"
@@ -274,11 +271,53 @@ def resize_matrix(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
     return matrix
 
 
+def _by_name(hub: HubBackbone, load):
+    """``load()``: a KerasHub call that fetches the preset ``hub.name`` by name (through
+    kagglehub, which serves it from its cache or downloads it); any failure is one line."""
+    try:
+        return load()
+    except Exception as error:
+        if _offline(error):
+            message = (
+                f"cannot download the KerasHub preset {hub.name} ({error.__class__.__name__}). "
+                f"Offline: make its preset folder on a machine with network, copy it to "
+                f"weights/{hub.name} and set model.weights: weights/{hub.name} "
+                f"(docs/backbones.md)"
+            )
+        elif isinstance(error, ImportError) and "kagglehub" in str(error):
+            message = (
+                f"model.weights: imagenet loads the KerasHub preset {hub.name} by name through "
+                f"kagglehub, which is not installed; install it with pip install -e . (the "
+                f"project's dependencies bring it), or give the preset's folder as model.weights "
+                f"(docs/backbones.md)"
+            )
+        else:
+            message = (
+                f"cannot load the KerasHub preset {hub.name} by name "
+                f"({error.__class__.__name__}: {_first_line(error)[:200]}); a damaged download "
+                f"goes with its folder in kagglehub's cache (KAGGLEHUB_CACHE, by default "
+                f"~/.cache/kagglehub/models/), or give the preset's folder as model.weights "
+                f"(docs/backbones.md)"
+            )
+        raise PipelineError(message) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _offline(error: BaseException) -> bool:
+    """Whether ``error``, or one it came from, is a network failure: no answer from the server
+    (an HTTP error status is an answer: KerasHub turns a 404 into FileNotFoundError)."""
+    try:
+        from requests import exceptions as http  # kagglehub's HTTP client
+    except ImportError:
+        network = ()
+    else:
+        network = (http.ConnectionError, http.Timeout, http.ChunkedEncodingError)
+    network += (ConnectionError, TimeoutError, socket.gaierror, urllib.error.URLError)
     while error is not None:
-        if isinstance(error, (urllib.error.URLError, OSError, ConnectionError)):
-            return True
-        if any(word in str(error) for word in ("Connection", "resolve", "network", "HTTP")):
+        if isinstance(error, network) and not isinstance(error, urllib.error.HTTPError):
             return True
         error = error.__cause__ or error.__context__
     return False
@@ -289,7 +328,8 @@ def preprocessing(hub: HubBackbone, weights) -> tuple[list[float], list[float]]:
     KerasHub's image converter where the preset has one, else ImageNet mean and std."""
     converter = None
     if weights == "imagenet":
-        converter = keras_hub().layers.ImageConverter.from_preset(hub.name)
+        converters = keras_hub().layers
+        converter = _by_name(hub, lambda: converters.ImageConverter.from_preset(hub.name))
     elif weights is not None and (Path(weights) / "image_converter.json").is_file():
         converter = keras_hub().layers.ImageConverter.from_preset(str(weights))
     if converter is None or converter.scale is None:

@@ -21,7 +21,11 @@ DISPATCH_RECORD = os.environ.get("RECORD_CALLBACK_DISPATCH")
 class _BlockImports:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test (BLOCKED_IMPORTS)")
+            # as a package that is not installed fails (KerasHub tells one from a broken
+            # kagglehub by the error's name)
+            raise ModuleNotFoundError(
+                f"{name} is blocked in this test (BLOCKED_IMPORTS)", name=name
+            )
         return None
 
 
