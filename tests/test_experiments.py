@@ -22,14 +22,17 @@ QUEUED = {
     # draws its own masks).
     "mirrored": ["-S", "compute.distribute=mirrored", "-S", "model.dropout=0", "train_head"],
     "one-device": ["-S", "compute.distribute=none", "-S", "model.dropout=0", "train_head"],
-    "lr": ["-S", "lr=1e-4"],
+    # A sweep point as docs/experiments.md runs it: up to evaluate, no export; the winner is
+    # exported afterwards (`dvc exp apply`, then `dvc repro`).
+    "lr": ["-S", "lr=1e-4", "evaluate"],
 }
 
 
 @pytest.fixture(scope="module")
 def experiments(pipeline, tmp_path_factory):
     """The queued experiments, run by `dvc exp run --run-all -j 2`; the lr experiment is then
-    applied and committed (for metrics and plots diff between commits)."""
+    applied, exported by `dvc repro` and committed (for metrics and plots diff between
+    commits)."""
     repo = copy_of(pipeline, tmp_path_factory.mktemp("experiments") / "repo")
     repo.before = repo.json(METRICS["train_head"])
     for name, args in QUEUED.items():
@@ -49,12 +52,20 @@ def experiments(pipeline, tmp_path_factory):
     # README's command for looking at experiments, in a 120-column terminal.
     repo.readme_table = repo.dvc(*readme_exp_show(), env={"COLUMNS": "120"}).stdout
     repo.dvc("exp", "apply", "lr")
+    repo.export_run = repo.ran_stages(repo.dvc("repro").stdout)
     repo.commit("head lr 1e-4")
     return repo
 
 
 def test_changing_lr_reruns_train_head_onwards_and_not_prepare(experiments):
-    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
+    assert experiments.runs["lr"] == {"train_head", "fine_tune", "evaluate"}
+
+
+def test_a_sweep_point_run_to_evaluate_is_exported_by_apply_then_repro(experiments):
+    """docs/experiments.md's sweep: the points stop at evaluate; the chosen one, applied, runs
+    only its exports and the report."""
+    assert experiments.export_run == {*EXPORTS, "report"}
+    assert experiments.dvc("status", "--json").stdout.strip() == "{}"
 
 
 def test_exp_show_lists_the_experiments_with_their_params(experiments):
