@@ -80,7 +80,12 @@ def main() -> None:
     if not cluster.multi_host(params):  # every process must choose alike: no timing there
         timing = compute.Timing(
             "extraction",
-            setting | {"stored_size": train_x.shape[1], "batch": len(timed_images)},
+            setting
+            | {
+                "weights": backbone["weights"],
+                "stored_size": train_x.shape[1],
+                "batch": len(timed_images),
+            },
             extraction_rate,
         )
     precision, reason = compute.resolve_precision(params["compute"]["precision"], timing)

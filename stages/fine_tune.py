@@ -151,6 +151,7 @@ def main() -> None:
             {
                 "backbone": model["backbone"],
                 "image_size": model["image_size"],
+                "weights": model["weights"],
                 "stored_size": train_x.shape[1],
                 "unfreeze": settings["unfreeze"],
                 "optimizer": settings["optimizer"],

@@ -3,11 +3,15 @@ the CPU has it, the features and fine_tune stages time their own model in float3
 bfloat16 and keep the faster (precision.py), remembered per machine and model; bfloat16
 extraction gives the float32 features."""
 
+import ast
 import json
+import multiprocessing
+import time
 
 import keras
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from transfer_pipeline import precision
 from transfer_pipeline.compute import Timing, cpu_bfloat16_flag, resolve_precision
@@ -75,15 +79,182 @@ def test_the_faster_precision_is_chosen_and_remembered(tmp_path, rates, chosen):
     assert len(asked) == 4 and len(json.loads(cache.read_text())) == 2
 
 
-def test_a_damaged_or_unwritable_cache_means_timing_again(tmp_path):
+RATES = {"float32": 1.0, "mixed_bfloat16": 3.0}
+
+
+def _timing(rates=RATES):
+    """rate_of for choose(), and the list of the policies it was asked to time."""
+    asked = []
+
+    def rate_of(policy):
+        asked.append(policy)
+        return rates[policy]
+
+    return rate_of, asked
+
+
+def _entries(cache):
+    return json.loads(cache.read_text())
+
+
+def _one_line(capsys, *words):
+    """The one line choose() said on stderr, checked to hold ``words``."""
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and not captured.out, captured
+    assert lines[0].startswith("precision: ") and all(word in lines[0] for word in words), lines
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "not JSON"),
+        ("", "not JSON"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ("7", "a JSON int, not an object"),
+        (b"\xff\xfe{", "not text"),
+    ],
+)
+def test_a_damaged_cache_is_named_once_timed_again_and_replaced(tmp_path, capsys, content, problem):
     cache = tmp_path / "precision.json"
-    cache.write_text("{not json")
-    rates = {"float32": 1.0, "mixed_bfloat16": 3.0}
-    assert precision.choose("extraction", {}, rates.get, cache)[0] == "mixed_bfloat16"
-    assert json.loads(cache.read_text())  # rewritten whole
-    blocked = tmp_path / "file" / "precision.json"
-    (tmp_path / "file").write_text("a file where the cache folder would be")
-    assert precision.choose("extraction", {}, rates.get, blocked)[0] == "mixed_bfloat16"
+    (cache.write_bytes if isinstance(content, bytes) else cache.write_text)(content)
+    rate_of, asked = _timing()
+    assert precision.choose("extraction", {}, rate_of, cache)[0] == "mixed_bfloat16"
+    assert len(asked) == 2
+    _one_line(capsys, str(cache), f"is damaged ({problem}", "timing again")
+    assert list(json.loads(cache.read_text()).values()) == [RATES]  # replaced whole
+    assert precision.choose("extraction", {}, rate_of, cache)[1].endswith(f"remembered in {cache}")
+    assert len(asked) == 2 and capsys.readouterr().err == ""  # said once: the file is mended
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        7,  # an int where the rates belong
+        [1.0, 3.0],  # a list: another layout
+        {"float32": 1.0},  # mixed_bfloat16 missing
+        {"float32": 1.0, "bfloat16": 3.0},  # another layout's names
+        {"float32": -1.0, "mixed_bfloat16": 3.0},
+        {"float32": 0, "mixed_bfloat16": 3.0},
+        {"float32": "1.0", "mixed_bfloat16": 3.0},
+        {"float32": True, "mixed_bfloat16": 3.0},
+        {"float32": 1.0, "mixed_bfloat16": None},
+        {"float32": float("nan"), "mixed_bfloat16": 3.0},
+        {"float32": 1.0, "mixed_bfloat16": float("inf")},
+    ],
+)
+def test_an_entry_of_the_wrong_shape_is_named_once_and_timed_again(tmp_path, capsys, entry):
+    cache = tmp_path / "precision.json"
+    rate_of, asked = _timing()
+    precision.choose("extraction", {"backbone": "x"}, rate_of, cache)  # the real key
+    precision.choose("training", {"backbone": "x"}, rate_of, cache)  # another entry
+    stored = json.loads(cache.read_text())
+    key = next(key for key in stored if '"task": "extraction"' in key)
+    cache.write_text(json.dumps({**stored, key: entry}))
+    capsys.readouterr()
+    chosen = precision.choose("extraction", {"backbone": "x"}, rate_of, cache)
+    assert chosen[0] == "mixed_bfloat16" and chosen[1].endswith("timed now")
+    assert len(asked) == 6
+    _one_line(capsys, f"ignoring the extraction entry in {cache}", "layout", "timing again")
+    assert json.loads(cache.read_text()) == stored  # mended; the other entry kept
+
+
+def test_a_valid_entry_is_used_as_stored(tmp_path, capsys):
+    """Whole numbers and extra fields are a valid entry: read back, not timed, nothing said."""
+    cache = tmp_path / "precision.json"
+    rate_of, asked = _timing()
+    precision.choose("extraction", {}, rate_of, cache)
+    (key,) = json.loads(cache.read_text())
+    cache.write_text(json.dumps({key: {"float32": 4, "mixed_bfloat16": 2, "note": "x"}}))
+    capsys.readouterr()
+    chosen, reason = precision.choose("extraction", {}, rate_of, cache)
+    assert chosen == "float32" and "float32 4 vs mixed_bfloat16 2" in reason
+    assert len(asked) == 2 and capsys.readouterr().err == ""
+
+
+def _unwritable(tmp_path, monkeypatch, how):
+    """A cache that cannot be written, for root too (where chmod blocks nothing): the given
+    cache and the one named, XDG_CACHE_HOME a regular file or the cache under one."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder would be")
+    if how == "XDG_CACHE_HOME is a file":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+        return None, blocker / "transfer-pipeline/precision.json"
+    return blocker / "precision.json", blocker / "precision.json"
+
+
+@pytest.mark.parametrize("how", ["XDG_CACHE_HOME is a file", "under a file"])
+def test_a_cache_that_cannot_be_written_is_said_once_with_the_pin(
+    tmp_path, capsys, monkeypatch, how
+):
+    given, named = _unwritable(tmp_path, monkeypatch, how)
+    rate_of, asked = _timing()
+    for run in (1, 2):  # each run times again, chooses the same and says so once
+        assert precision.choose("extraction", {}, rate_of, given)[0] == "mixed_bfloat16"
+        assert len(asked) == 2 * run
+        line = _one_line(capsys, f"cannot store the timed choice in {named} (", "times again")
+        assert line.endswith("set compute.precision to mixed_bfloat16 to pin it")
+
+
+def test_a_read_only_folder_keeps_what_it_holds(tmp_path, capsys):
+    """A folder made read-only after the rates were stored: read back, nothing said (as root,
+    where chmod blocks nothing, the same)."""
+    folder = tmp_path / "cache"
+    cache = folder / "precision.json"
+    rate_of, asked = _timing()
+    precision.choose("extraction", {}, rate_of, cache)
+    (folder / "precision.json.lock").unlink()
+    folder.chmod(0o555)
+    try:
+        chosen, reason = precision.choose("extraction", {}, rate_of, cache)
+    finally:
+        folder.chmod(0o755)
+    assert chosen == "mixed_bfloat16" and reason.endswith(f"remembered in {cache}")
+    assert len(asked) == 2 and capsys.readouterr().err == ""
+
+
+def _write_keys(cache, writer, count):
+    for index in range(count):
+        precision.choose("extraction", {"writer": writer, "index": index}, _slow_rate, cache)
+
+
+def _slow_rate(policy):
+    time.sleep(0.002)  # a window between reading the cache and writing it
+    return RATES[policy]
+
+
+def test_concurrent_writers_lose_no_entry(tmp_path):
+    """Two processes timing at once (dvc queue start -j 2) on one cache: every entry of both
+    is kept (the lock makes each read-merge-write whole)."""
+    cache, count = tmp_path / "precision.json", 25
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_keys, args=(cache, w, count)) for w in "ab"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+        assert writer.exitcode == 0
+    settings = {(entry["writer"], entry["index"]) for entry in map(json.loads, _entries(cache))}
+    assert settings == {(w, index) for w in "ab" for index in range(count)}
+
+
+def test_the_key_holds_model_weights_and_the_stages_pass_it(tmp_path):
+    cache = tmp_path / "precision.json"
+    rate_of, asked = _timing()
+    for weights in ("imagenet", None, "weights/mine.h5"):
+        precision.choose("training", {"backbone": "x", "weights": weights}, rate_of, cache)
+    assert len(asked) == 6 and len(_entries(cache)) == 3  # each weights timed on its own
+    for stage in ("features", "fine_tune"):
+        tree = ast.parse((REPO_ROOT / f"stages/{stage}.py").read_text())
+        (timing,) = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "compute.Timing"
+        ]
+        setting = ast.unparse(timing.args[1])
+        assert "'weights': " in setting and "['weights']" in setting, (stage, setting)
 
 
 def test_a_real_model_is_timed_in_both_precisions_and_the_global_policy_is_kept(tmp_path):

@@ -11,15 +11,32 @@ NOISE faster (within its own noise float32, the exact one, wins). A CPU without 
 
 The result is remembered outside the repository, in ``~/.cache/transfer-pipeline/precision.json``
 (``XDG_CACHE_HOME`` honoured), per machine (CPU model, cores and flags), backend and its
-version, Keras version, and what was timed (backbone, sizes, task): it is paid once.
+version, Keras version, and what was timed (backbone, weights, sizes, task): it is paid once.
+The cache never breaks a run: a damaged file, or an entry of another layout, is said in one
+line naming the file and timed again; a cache that cannot be written is said in one line (the
+next run times again) with the setting that pins the choice.
+
+Runs that time at once (``dvc queue start -j 2``) take turns: an exclusive lock on
+``precision.json.lock`` beside the file is held from reading the cache to writing it, timing
+included, so no entry is lost and two timings never disturb each other; a run waiting for
+the lock finds what the other stored for its model instead of timing it again.
+
+A choice measured under load (another job on the machine) is kept all the same: once stored,
+the rates are used as they are, since a stable choice is worth more than a re-timed one, and
+the fastest of TIMED_CALLS calls is the least disturbed. To time again delete the file; where
+the same params must give the same model on any machine, set ``compute.precision`` (float32,
+or the precision that was chosen) instead of auto.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,13 +119,27 @@ def choose(
         },
         sort_keys=True,
     )
-    remembered = _read(cache)
-    rates = remembered.get(key)
-    source = f"remembered in {cache}"
-    if rates is None:
+    with _locked(cache) as unlocked:
+        remembered = _read(cache)
+        rates = _valid(remembered.get(key))
+        if rates is not None:
+            return _decide(task, rates, f"remembered in {cache}")
+        if key in remembered:
+            _say(
+                f"ignoring the {task} entry in {cache}: not of this version's layout; timing again"
+            )
         rates = {policy: round(rate_of(policy), 2) for policy in CANDIDATES}
-        source = "timed now"
-        _write(cache, {**remembered, key: rates})
+        not_stored = unlocked or _write(cache, {**remembered, key: rates})
+    precision, reason = _decide(task, rates, "timed now")
+    if not_stored:
+        _say(
+            f"cannot store the timed choice in {cache} ({_reason(not_stored)}); the next run "
+            f"times again: set compute.precision to {precision} to pin it"
+        )
+    return precision, reason
+
+
+def _decide(task: str, rates: dict, source: str) -> tuple[str, str]:
     float32, bfloat16 = rates["float32"], rates["mixed_bfloat16"]
     precision = "mixed_bfloat16" if bfloat16 > float32 * (1 + NOISE) else "float32"
     return precision, (
@@ -127,26 +158,87 @@ def _backend_version() -> str:
     return tf.__version__
 
 
-def _read(cache: Path) -> dict:
-    try:
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, unreadable or damaged: time again
-    return data if isinstance(data, dict) else {}
+def _say(message: str) -> None:
+    print(f"precision: {message}", file=sys.stderr, flush=True)
 
 
-def _write(cache: Path, data: dict) -> None:
-    """Whole or not at all; where it cannot be written, the rates are timed again next time."""
-    temporary = None
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+@contextlib.contextmanager
+def _locked(cache: Path):
+    """Hold an exclusive lock on the cache's lock file (yields None), or yield the OSError
+    that kept it from being taken (an unwritable folder: the choice cannot be stored)."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(cache.with_name(cache.name + ".lock"), "a")
+    except OSError as error:
+        yield error
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+        except OSError as error:  # a file system without locks
+            yield error
+            return
+        yield None
+
+
+def _read(cache: Path) -> dict:
+    """The cache's entries; {} where there is none yet, or where it cannot be read or is
+    damaged (said in one line naming the file; the next write replaces a damaged one)."""
+    try:
+        text = cache.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):  # none yet
+        return {}
+    except OSError as error:
+        _say(f"cannot read {cache} ({_reason(error)}); timing again")
+        return {}
+    except UnicodeDecodeError:
+        problem = "not text"
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            problem = f"not JSON: {error}"
+        else:
+            if isinstance(data, dict):
+                return data
+            problem = f"a JSON {type(data).__name__}, not an object"
+    _say(f"{cache} is damaged ({problem}); timing again, and replacing it")
+    return {}
+
+
+def _valid(rates: object) -> dict | None:
+    """An entry's rates if it holds a positive, finite images/s for every candidate."""
+    if not isinstance(rates, dict):
+        return None
+    for policy in CANDIDATES:
+        rate = rates.get(policy)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            return None
+    return rates
+
+
+def _write(cache: Path, data: dict) -> OSError | None:
+    """Whole or not at all (under the lock); the OSError where it cannot be written."""
+    temporary = None
+    try:
         with tempfile.NamedTemporaryFile(
-            "w", dir=cache.parent, prefix=".precision-", suffix=".json", delete=False
+            "w",
+            encoding="utf-8",
+            dir=cache.parent,
+            prefix=".precision-",
+            suffix=".json",
+            delete=False,
         ) as handle:
             temporary = handle.name
             json.dump(data, handle, indent=1, sort_keys=True)
         os.replace(temporary, cache)
-    except OSError:
+    except OSError as error:
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+        return error
+    return None
