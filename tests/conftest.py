@@ -58,7 +58,16 @@ TINY = {
 
 # The tiny pipeline's stages and metrics files.
 EXPORTS = {"export@saved_model", "export@onnx"}  # one stage per format in export.formats
-STAGES = {"prepare", "features", "train_head", "fine_tune", "evaluate", *EXPORTS, "report"}
+STAGES = {
+    "prepare",
+    "weights",
+    "features",
+    "train_head",
+    "fine_tune",
+    "evaluate",
+    *EXPORTS,
+    "report",
+}
 METRICS = {
     "prepare": "metrics/prepare.json",
     "features": "metrics/features.json",

@@ -1,9 +1,12 @@
 """Air-gapped weights: `model.weights: weights/<file>.h5` starts the base from that file."""
 
+import shutil
+
 import h5py
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from transfer_pipeline.errors import PipelineError
 from transfer_pipeline.model import backbone_of, build_backbone, load_model
@@ -28,8 +31,10 @@ def test_pipeline_starts_from_exactly_the_weights_in_the_file(pipeline_copy):
     assert len(base.weights) == len(source.weights)
     assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), source.get_weights()))
     assert not np.array_equal(np.load(repo.path / "data/features/train.npy"), features_before)
-    lock = (repo.path / "dvc.lock").read_text()
-    assert "path: weights" in lock  # the weights folder is a recorded dependency
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
+    # features depends on exactly the named file (the weights stage's identity of it).
+    assert "data/weights.json" in [dep["path"] for dep in lock["features"]["deps"]]
+    assert "weights" not in [dep["path"] for dep in lock["features"]["deps"]]
 
     # A file for another backbone: one clear line naming the backbone and the expected layer.
     _random_backbone(keras.applications.MobileNetV2, seed=1).save_weights(
@@ -42,14 +47,19 @@ def test_pipeline_starts_from_exactly_the_weights_in_the_file(pipeline_copy):
     assert failed.returncode != 0 and len(ours) == 1, failed.stderr
     assert "does not fit resnet50 without top (expected layer 'conv1_conv'" in ours[0]
     assert "Traceback" not in failed.stdout + failed.stderr
-    # Back to the good file (weights/ is a dependency: the wrong file goes): its outputs come
-    # back from the run-cache, nothing retrains.
-    (repo.path / "weights/wrong.weights.h5").unlink()
+    # Back to the good file, the other file left beside it in weights/: features depends on
+    # exactly the named file, so its outputs come back from the run-cache, nothing retrains
+    # (only the weights stage reruns: it reads the folder, in a second).
     repo.set_params({"model": {"weights": "weights/resnet50_notop.weights.h5"}})
     restored = repo.dvc("repro", "features")
-    assert repo.ran_stages(restored.stdout) == set(), restored.stdout
+    assert repo.ran_stages(restored.stdout) == {"weights"}, restored.stdout
+    assert "features" in repo.restored_stages(restored.stdout), restored.stdout
     assert repo.snapshot() == after_good_run
     assert good != after_good_run
+    # A whole preset folder added under weights/ reruns nothing that reads the weights.
+    shutil.copytree(repo.path / "data/features", repo.path / "weights/another_preset")
+    again = repo.dvc("repro", "features")
+    assert repo.ran_stages(again.stdout) <= {"weights"}, again.stdout
 
 
 def test_keras_legacy_h5_notop_files_load_exactly(tmp_path):
