@@ -65,6 +65,9 @@ def main() -> None:
             loss="categorical_crossentropy",
             weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
             jit_compile=compute.jit_compile(params),
+            # Several steps per call: on cached features a step is small, and one Python
+            # dispatch per batch is most of its cost (BENCHMARKS.md, bench/head_steps.py).
+            steps_per_execution=settings["steps_per_execution"],
         )
     with outputs:
         live = open_live(outputs.path(args.live), outputs.writer)

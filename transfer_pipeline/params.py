@@ -244,6 +244,7 @@ SCHEMA = {
     "train_head.batch_size": _int(1),
     "train_head.optimizer": _choice(*OPTIMIZERS),
     "train_head.momentum": _float(0.0, 0.999),
+    "train_head.steps_per_execution": _int(1, 100000),
     "fine_tune.lr": _float(above=0),
     "fine_tune.epochs": _int(0),  # 0: head only, the backbone stays frozen
     "fine_tune.batch_size": _int(1),
