@@ -30,6 +30,7 @@ def test_gpu_benchmark_smoke_times_the_stage_commands_and_measures_the_component
     assert list(stages) == [
         "tarball_s",
         "prepare",
+        "weights",
         "features",
         "train_head",
         "fine_tune",

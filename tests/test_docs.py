@@ -130,7 +130,7 @@ def test_the_offline_commands_run_as_written(tmp_path):
         f"{weights_file}.dvc",
     ]
     assert repo.git("status", "--porcelain", "data/raw", "weights") == ""  # the files ignored
-    assert repo.ran_stages(experiment.stdout) == {"prepare", "features"}
+    assert repo.ran_stages(experiment.stdout) == {"prepare", "weights", "features"}
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
     words = shlex.split(commands, comments=True)
     overrides = dict(word.split("=", 1) for word in words if "=" in word)

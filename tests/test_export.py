@@ -60,19 +60,16 @@ def test_every_default_format_is_exported_with_parity_size_and_latency(pipeline)
         metrics = pipeline.json(f"metrics/export/{fmt}.json")
         assert set(metrics) == {
             "runtime_test_accuracy",
-            "keras_test_accuracy",
             "parity_images",
             "changed_class",
             "near_ties",
-            "max_probability_difference",
             "latency_ms",
             "images_per_s",
             "size_mb",
         }
         # The tiny test split (60) is below export.parity_images (1000): every image compared.
-        assert metrics["parity_images"] == 60 and metrics["keras_test_accuracy"] == keras_accuracy
+        assert metrics["parity_images"] == 60 and metrics["changed_class"] == 0, (fmt, metrics)
         assert abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= 0.001, (fmt, metrics)
-        assert metrics["max_probability_difference"] < 1e-3, (fmt, metrics)
         on_disk = sum(f.stat().st_size for f in (pipeline.path / "models/export" / fmt).rglob("*"))
         assert metrics["size_mb"] == pytest.approx(on_disk / 2**20, abs=0.01), (fmt, metrics)
         assert metrics["latency_ms"] > 0, metrics
@@ -187,7 +184,7 @@ def test_mixed_bfloat16_training_ships_float32_models_with_parity_in_every_forma
         tolerance = params["parity_int8_pp" if fmt == "litert_int8" else "parity_pp"]
         metrics = repo.json(f"metrics/export/{fmt}.json")
         assert (repo.path / "models/export" / fmt / MODEL_FILES[fmt]).is_file(), fmt
-        assert metrics["keras_test_accuracy"] == keras_accuracy, (fmt, metrics)
+        assert metrics["parity_images"] == 60, (fmt, metrics)
         assert 100 * abs(metrics["runtime_test_accuracy"] - keras_accuracy) <= tolerance, (
             fmt,
             metrics,

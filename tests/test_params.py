@@ -30,6 +30,7 @@ def test_the_shipped_defaults_are_the_seed_recipe():
     assert params["model"]["image_size"] == 224 and params["model"]["head_units"] == [256, 128, 64]
     assert [params["data"][f"{s}_size"] for s in ("train", "val", "test")] == [35000, 15000, 10000]
     assert params["train_head"] == {
+        "steps_per_execution": 256,
         "epochs": 15,
         "batch_size": 32,
         "optimizer": "adam",
