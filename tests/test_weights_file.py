@@ -79,3 +79,28 @@ def test_a_file_that_is_not_hdf5_is_a_clear_error(tmp_path):
     path.write_text("not weights")
     with pytest.raises(PipelineError, match="is not an HDF5 weights file"):
         build_backbone("resnet50", 32, str(path))
+
+
+def test_the_weights_identity_is_exactly_what_model_weights_names(tmp_path, monkeypatch):
+    """What features depends on (stages/weights.py): a keyword as it is, a file's MD5, a
+    folder's files' MD5s; a missing path is one line naming it."""
+    from stages.weights import identity
+
+    monkeypatch.chdir(tmp_path)
+    assert identity("imagenet") == {"weights": "imagenet"} and identity(None) == {"weights": None}
+    (tmp_path / "weights/preset").mkdir(parents=True)
+    (tmp_path / "weights/preset/config.json").write_text("{}")
+    (tmp_path / "weights/file.h5").write_bytes(b"abc")
+    assert identity("weights/file.h5") == {
+        "weights": "weights/file.h5",
+        "md5": "900150983cd24fb0d6963f7d28e17f72",  # md5("abc")
+    }
+    folder = identity("weights/preset")
+    assert folder == {
+        "weights": "weights/preset",
+        "files": {"config.json": folder["files"]["config.json"]},
+    }
+    (tmp_path / "weights/other.h5").write_bytes(b"another file beside them changes neither")
+    assert identity("weights/preset") == folder
+    with pytest.raises(PipelineError, match="model.weights names weights/gone.h5, which does not"):
+        identity("weights/gone.h5")
