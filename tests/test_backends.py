@@ -254,7 +254,7 @@ KILL_WORKER_AFTER_EPOCH_1 = (
 
 
 @pytest.fixture(scope="module")
-def multi_host_run(jax_run, tmp_path_factory):
+def multi_host_run(jax_run, tmp_path_factory, subprocess_temp_folder):
     """The jax run again as 2 processes x 1 CPU device (jax_run: 1 process x 2 devices), the
     same global batches. Processes other than 0 see the project read-only (a private
     read-only mount): a write of theirs into it would fail the stage. The first `dvc exp run`
@@ -274,6 +274,8 @@ def multi_host_run(jax_run, tmp_path_factory):
         "model": (repo.path / "models/fine_tuned.keras").exists(),
         "state": json.loads((repo.path / ".resume/fine_tune/state.json").read_text()),
         "lock": yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"],
+        # The killed process's own temporary folder, with its scratch folder in it.
+        "temp": [p.parent for p in subprocess_temp_folder.glob("*/fine_tune-not-written-*")],
     }
     resumed = repo.dvc("exp", "run", *MULTI_HOST, "evaluate", env=env)
     repo.log = resumed.stdout + resumed.stderr
@@ -293,14 +295,17 @@ def test_killing_one_process_ends_the_stage_with_one_line_and_nothing_half_writt
     assert "nothing was replaced" in errors[0] and "Traceback" not in killed.stderr
     after = multi_host_run.after_kill
     assert after["files"] == [] and not after["model"]  # no partial file, no half model
+    assert len(after["temp"]) == 1  # process 1's, killed: removed by the next run
     assert after["state"]["epochs_done"] == 1  # process 0's checkpoint of epoch 1
     # DVC recorded the two stages that finished, not fine_tune.
     assert LAUNCHER in after["lock"]["train_head"]["cmd"]
     assert LAUNCHER not in after["lock"]["fine_tune"]["cmd"]
 
 
-def test_the_next_run_resumes_the_multi_host_fine_tune(multi_host_run):
+def test_the_next_run_resumes_the_multi_host_fine_tune(multi_host_run, subprocess_temp_folder):
     assert multi_host_run.ran_stages(multi_host_run.log) == {"fine_tune", "evaluate"}
+    assert not any(folder.exists() for folder in multi_host_run.after_kill["temp"])
+    assert not list(subprocess_temp_folder.glob("*/*-not-written-*"))
     assert "fine_tune: resuming after epoch 1" in multi_host_run.log
     assert multi_host_run.json(STAGE_METRICS["fine_tune"])["resumed_after_epoch"] == 1
 

@@ -1,21 +1,27 @@
 """The pipeline never destroys what it did not make, and every fault is one line, nothing lost.
 
 Stages and `tl-predict` run as a user runs them (real subprocesses, real `dvc`), on copies of
-the tiny pipeline.
+the tiny pipeline; a run still writing, a killed `dvc` or a killed stage process on small
+projects of their own.
 """
 
+import fcntl
 import hashlib
+import os
 import re
 import resource
+import select
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TARBALL, tool_env
+from conftest import REPO_ROOT, TARBALL, TINY, Repo, new_repo, tool_env
 from PIL import Image
+from synthetic import write_cifar10_tarball
 
 from transfer_pipeline.atomic import MARKER, StageOutputs, check_replaceable
 from transfer_pipeline.dvcfile import declared_outputs
@@ -370,7 +376,8 @@ def test_a_read_only_checkout_is_one_line_before_any_work(pipeline_copy):
         timeout=120,
     )
     line = _one_error_line(result)
-    assert line.startswith("error: train_head: cannot write models/head.keras (Read-only file")
+    lock = ".dvc/tmp/transfer-pipeline-train_head.lock"  # the first thing a stage writes
+    assert line.startswith(f"error: train_head: cannot write {lock} (Read-only file system)")
     assert "give a writable path" in line and result.stdout == ""
     assert "keras" not in result.stderr.replace(line, "").lower()  # nothing loaded before
     assert _whole_tree(repo) == before
@@ -440,3 +447,212 @@ def test_predict_csv_replaces_only_a_csv_it_wrote(pipeline_copy, photos):
     result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", mine)
     assert "refusing to replace" in _one_error_line(result) and "did not write it" in result.stderr
     assert mine.read_text() == "month,amount\njan,3\n"
+
+
+# --------------------------------------------------- another run still writing, a killed process
+
+
+def _project(tmp_path) -> Repo:
+    """dvc.yaml, params.yaml and the tiny tarball: enough to run `stages.prepare` by hand with
+    this checkout's code (no git; of DVC only its folder, where a stage takes its lock)."""
+    project = Repo(tmp_path / "project")
+    (project.path / ".dvc").mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO_ROOT / name, project.path / name)
+    tarball = write_cifar10_tarball(project.path / TARBALL)
+    md5 = hashlib.md5(tarball.read_bytes()).hexdigest()
+    project.set_params({**TINY, "data": {**TINY["data"], "md5": md5}})
+    return project
+
+
+def _python(cwd: Path, *args: str, temp: Path | None = None, **popen) -> subprocess.Popen:
+    """A Python process with this checkout's code (and ``temp`` as its temporary folder)."""
+    env = {**tool_env(), "PYTHONPATH": str(REPO_ROOT)}
+    if temp is not None:
+        env["TMPDIR"] = str(temp)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, **popen
+    )
+
+
+def _finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr or "")
+
+
+# Takes prepare's lock as the stage does, writes half a file into its staging folder and waits
+# for its stdin to close: the stage process of a killed `dvc`, still writing.
+WRITING_PREPARE = """
+import sys
+from pathlib import Path
+from transfer_pipeline.atomic import StageOutputs
+prepared = Path("data/prepared")
+outputs = StageOutputs.of_stage("prepare", files=[Path("metrics/prepare.json")], folders=[prepared])
+with outputs:
+    (outputs.path(prepared) / "half.npy").write_bytes(b"half")
+    print("writing", flush=True)
+    sys.stdin.read()
+"""
+PREPARE = ("-m", "stages.prepare", "data/prepared", "metrics/prepare.json")
+
+
+def test_a_run_still_writing_refuses_the_next_in_one_line_and_a_killed_one_is_cleared(tmp_path):
+    """While another run of the same stage still writes (`dvc` killed, its stage process alive)
+    the stage says so in one line naming that process and touches none of its files. Once that
+    process is killed its lock is free: the next run removes its staging folder, runs, and
+    leaves no `.partial-*` behind (staging folder or lock file)."""
+    project = _project(tmp_path)
+    writing = _python(project.path, "-c", WRITING_PREPARE, stdin=subprocess.PIPE)
+    try:
+        assert writing.stdout.readline() == "writing\n"
+        before = _tree(project.path)
+        assert "data/prepared/.partial-prepare/prepared/half.npy" in before
+        refused = _finished(_python(project.path, *PREPARE, stderr=subprocess.PIPE))
+        assert _one_error_line(refused) == (
+            f"error: prepare: another run of this stage (pid {writing.pid}) is still writing "
+            f"metrics/prepare.json, data/prepared; wait for it or stop it (kill {writing.pid}), "
+            "then rerun"
+        )
+        assert refused.stdout == "" and _tree(project.path) == before
+    finally:
+        writing.kill()  # as the line says
+        writing.wait()
+    result = _finished(_python(project.path, *PREPARE, stderr=subprocess.PIPE))
+    assert result.returncode == 0, result.stderr
+    assert (project.path / "data/prepared/classes.json").is_file()
+    assert not list(project.path.rglob(".partial-*"))
+    assert not list(project.path.rglob("*.lock"))  # .dvc/tmp/transfer-pipeline-prepare.lock
+
+
+def test_dvc_killed_alone_then_rerun_names_its_stage_process_still_writing(tmp_path):
+    """The case as it happens: `kill -9` of `dvc` alone while its stage process is writing,
+    then `dvc repro` again. When DVC runs the stage (here forced), the stage says in one line
+    that the first stage process still writes; when DVC restores it from its run-cache, that
+    process, once it goes on, finds its staging folder gone (DVC deleted the outputs) and
+    replaces nothing: the restored outputs stay, and nothing is left behind."""
+    repo = new_repo(tmp_path / "repo")
+    repo.dvc("repro", "prepare")
+    good = repo.snapshot()
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    for fifo in (ready, go):
+        os.mkfifo(fifo)
+    # Read and write ends held here: neither side of a FIFO blocks on opening, and `cat`
+    # ends when go is closed. prepare, all written and nothing moved, says its pid and waits.
+    ready_end, go_end = os.open(ready, os.O_RDWR), os.open(go, os.O_RDWR)
+    hook = f"prepare:echo $PPID > {ready} && cat {go} > /dev/null"
+    dvc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "-f", "prepare"],
+        cwd=repo.path,
+        env={**tool_env(), "TL_BEFORE_REPLACE": hook},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert select.select([ready_end], [], [], 300)[0], "prepare never reached its end"
+        writing = int(os.read(ready_end, 64))
+        dvc.kill()  # dvc alone: its stage process lives on, still holding its lock
+        dvc.wait()
+        lock = os.open(repo.path / ".dvc/tmp/transfer-pipeline-prepare.lock", os.O_RDONLY)
+        rerun = repo.dvc("repro", "-f", "prepare", check=False)
+        assert _one_error_line(rerun) == (
+            f"error: prepare: another run of this stage (pid {writing}) is still writing "
+            f"metrics/prepare.json, data/prepared; wait for it or stop it (kill {writing}), "
+            "then rerun"
+        )
+        restored = repo.dvc("repro", "prepare")
+        assert repo.restored_stages(restored.stdout) == {"prepare"}, restored.stdout
+        assert repo.snapshot() == good
+    finally:
+        os.close(go_end)  # the first stage process goes on, and ends
+        os.close(ready_end)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # ... and has ended: its lock is free
+    os.close(lock)
+    assert repo.snapshot() == good  # it replaced nothing
+    assert not list(repo.path.rglob(".partial-*"))
+    assert not list((repo.path / ".dvc/tmp").glob("transfer-pipeline-*"))
+    assert repo.dvc("status", "prepare", "--json").stdout.strip() == "{}"
+
+
+# A process's own temporary folder with what a stage leaves there (a multi-host process's
+# scratch folder, an autograph source); then alive until its stdin closes, or killed.
+TEMP_USER = """
+import os, signal, sys, tempfile
+from transfer_pipeline.locks import use_own_temp_folder
+use_own_temp_folder("fine_tune")
+tempfile.mkdtemp(prefix="fine_tune-not-written-")
+open(os.path.join(tempfile.gettempdir(), "__autograph_generated_file1.py"), "w").close()
+print(tempfile.gettempdir(), flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def test_the_next_run_removes_the_temporary_files_of_a_killed_process_not_a_live_ones(tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    live = _python(tmp_path, "-c", TEMP_USER, "live", temp=temp, stdin=subprocess.PIPE)
+    try:
+        live_folder = Path(live.stdout.readline().strip())
+        process = _python(tmp_path, "-c", TEMP_USER, "kill", temp=temp)
+        killed = _finished(process)
+        assert killed.returncode == -signal.SIGKILL
+        killed_folder = Path(killed.stdout.strip())
+        assert killed_folder == temp / f"transfer-pipeline-fine_tune-{process.pid}"
+        assert set(temp.iterdir()) == {killed_folder, live_folder}
+        assert list(killed_folder.glob("fine_tune-not-written-*"))  # what the kill left
+        # The next run of any stage (here its --help) removes the dead process's folder.
+        result = _finished(_python(tmp_path, *PREPARE[:2], "--help", temp=temp))
+        assert result.returncode == 0 and result.stdout.startswith("usage:")
+        assert list(temp.iterdir()) == [live_folder]
+        assert (live_folder / "__autograph_generated_file1.py").is_file()
+    finally:
+        live.stdin.close()
+        live.wait()
+    assert list(temp.iterdir()) == []  # the live one removed its own when it ended
+
+
+# TensorFlow writes the source of every function autograph converts to a file in the temporary
+# folder (tempfile.NamedTemporaryFile), removed by an exit handler that `kill -9` never runs.
+# (In a file: autograph reads the function's source.)
+AUTOGRAPH = """
+import os, signal, sys, tempfile
+from transfer_pipeline.errors import exit_on_pipeline_error
+
+@exit_on_pipeline_error
+def main():
+    import tensorflow as tf
+
+    @tf.function
+    def doubled(x):
+        for _ in tf.range(2):
+            x = x * 2
+        return x
+
+    doubled(tf.constant(1.0))
+    print(tempfile.gettempdir(), *os.listdir(tempfile.gettempdir()), flush=True)
+    if sys.argv[1] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+main()
+"""
+
+
+def test_tensorflows_autograph_files_go_into_the_process_folder_and_never_outlive_it(tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "autograph.py").write_text(AUTOGRAPH)
+    for ending in ("exit", "kill"):
+        process = _python(tmp_path, "autograph.py", ending, temp=temp, stderr=subprocess.PIPE)
+        result = _finished(process)
+        assert result.returncode == (0 if ending == "exit" else -signal.SIGKILL), result.stderr
+        folder, *seen = result.stdout.split()
+        assert Path(folder) == temp / f"transfer-pipeline-autograph-{process.pid}"
+        assert any(name.startswith("__autograph_generated_file") for name in seen), seen
+        if ending == "exit":
+            assert list(temp.iterdir()) == []  # TensorFlow's exit handlers, then the folder
+    left = list(temp.rglob("*"))
+    assert any(path.name.startswith("__autograph_generated_file") for path in left)
+    assert all(path.is_relative_to(folder) for path in left)  # only inside its own folder
+    result = _finished(_python(tmp_path, *PREPARE[:2], "--help", temp=temp))
+    assert result.returncode == 0 and list(temp.iterdir()) == []  # the next run removed it

@@ -11,7 +11,11 @@ one of the stage's own declared folder outputs (its first folder, else its DVCLi
 ``plots/``), ignored by git and DVC. When the stage finishes, the params it read are checked
 to be unchanged and the outputs are moved into place with ``os.replace``. On any failure or
 Ctrl-C the staging folder is removed and nothing is replaced; a stale one (``kill -9``) is
-removed when the stage next starts. Inside a declared output it is also removed by DVC
+removed when the stage next starts. While it writes, the stage holds a lock
+(``.dvc/tmp/transfer-pipeline-<stage>.lock``, ``locks.take``, removed at the end): a second
+run of the same stage (the stage process of a killed ``dvc``, still writing) is refused in one
+line and touches nothing of the other's; the kernel releases a killed run's lock, so its
+staging folder is known stale. Inside a declared output it is also removed by DVC
 itself: before `dvc repro` runs a stage or restores it from the run-cache, DVC deletes the
 stage's declared outputs (``Stage.run`` -> ``remove_outs``), ignored files included, so no
 partial outlives a stage that DVC brings back. A class without a folder output
@@ -19,11 +23,14 @@ partial outlives a stage that DVC brings back. A class without a folder output
 ``.partial-<name>`` siblings instead.
 
 In a multi-host run only process 0 writes (``writer=False`` elsewhere): the other processes
-run the same code, but what they write goes to a private scratch folder, removed at the end.
+run the same code, but what they write goes to a private scratch folder, removed at the end
+(inside the process's own temporary folder, ``locks.use_own_temp_folder``, removed by the next
+run if the process is killed).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -35,11 +42,13 @@ from pathlib import Path
 
 from .dvcfile import declared_outputs
 from .errors import PipelineError
+from .locks import Held, release, take
 from .params import params_unchanged
 
 MARKER = ".pipeline-output"  # in every folder the pipeline writes: it may replace that folder
 PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_READ_ONLY = {errno.EACCES, errno.EROFS, errno.EPERM}
 _FULL_BELOW = 1 << 20  # bytes free: a disk this full cannot take a stage's outputs
 LIVE_METRICS, LIVE_PLOTS = "metrics.json", "plots"  # what dvc.yaml declares of a DVCLive folder
 LIVE_OUTS = (LIVE_METRICS, LIVE_PLOTS)
@@ -91,7 +100,10 @@ def check_replaceable(target: Path, folder: bool, inputs=(), marked: bool = True
             f"refusing to write {target}: it is a file and this output is a folder; "
             "give a folder path"
         )
-    if marked and any(Path(target).iterdir()) and not (Path(target) / MARKER).is_file():
+    # A staging folder alone (.partial-*: a run that was killed or is still writing) is the
+    # pipeline's: the lock taken next tells which.
+    mine = [entry for entry in Path(target).iterdir() if not entry.name.startswith(".partial-")]
+    if marked and mine and not (Path(target) / MARKER).is_file():
         raise PipelineError(
             f"refusing to replace {target}: the folder was not made by this pipeline "
             f"(no {MARKER} inside) and is not empty; give another output path or move it away"
@@ -122,7 +134,9 @@ class StageOutputs:
     nothing in the project is touched; ``path`` gives places in a scratch folder.
     """
 
-    def __init__(self, stage: str, files=(), folders=(), inputs=(), live=None, writer=True):
+    def __init__(
+        self, stage: str, files=(), folders=(), inputs=(), live=None, writer=True, lock_in=None
+    ):
         self.stage, self.writer = stage, writer
         self._scratch = None  # writer=False: the folder written instead, while the stage runs
         self.files = [Path(f) for f in files]
@@ -147,11 +161,17 @@ class StageOutputs:
             target: name if names.count(name) == 1 else f"{index}-{name}"
             for index, (target, name) in enumerate(zip(self.targets, names))
         }
+        self._lock = None  # (descriptor, path, folder made for it) while this run writes
         if not writer:
             return
-        self._discard()  # stale partials of a killed run
-        self._make_partials()  # writable? (a read-only checkout or mount fails here) ...
-        self._discard()  # ... then nothing is left until the stage starts writing
+        self._take_lock(lock_in)  # no other live run of this stage: what is there is stale
+        try:
+            self._discard()  # stale partials of a killed run
+            self._make_partials()  # writable? (a read-only checkout or mount fails here) ...
+            self._discard()  # ... then nothing is left until the stage starts writing
+        except BaseException:
+            self._unlock()
+            raise
 
     @classmethod
     def of_stage(
@@ -170,7 +190,54 @@ class StageOutputs:
                     f"{stage}: refusing to write {what}{target}: dvc.yaml declares only "
                     f"{', '.join(declared)} for this stage; give those paths"
                 )
-        return cls(stage, files, folders, inputs, live, writer)
+        # The lock goes where DVC never deletes it: DVC deletes a stage's outputs (anything in
+        # them) before it runs the stage again, and a lock beside them would outlive a killed
+        # run that DVC then restores from its run-cache without running the stage.
+        lock_in = Path(".dvc/tmp") if Path(".dvc").is_dir() else None
+        return cls(stage, files, folders, inputs, live, writer, lock_in)
+
+    def _take_lock(self, folder) -> None:
+        """Held until the run ends: another live run of this stage is refused here. The lock
+        file is ``<folder>/transfer-pipeline-<stage>.lock``; without a folder,
+        ``.partial-<name>.lock`` beside the first output."""
+        first = self.targets[0]
+        if folder is not None:
+            path = Path(folder) / f"transfer-pipeline-{self.stage}.lock"
+        else:
+            path = first.with_name(f".partial-{first.name}.lock")
+        made = not os.path.lexists(path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = take(path), path, made
+        except Held as other:
+            where = f" on {other.host}" if other.host else ""
+            who = f" (pid {other.pid}{where})" if other.pid is not None else ""
+            stop = f" (kill {other.pid})" if who and not where else ""
+            raise PipelineError(
+                f"{self.stage}: another run of this stage{who} is still writing "
+                f"{', '.join(map(str, self.targets))}; wait for it or stop it{stop}, then rerun"
+            ) from None
+        except OSError as error:
+            raise self._cannot_write(first if folder is None else path, error) from None
+        atexit.register(self._unlock)  # a stage that fails before ``with`` leaves no lock file
+
+    def _unlock(self) -> None:
+        if self._lock is None:
+            return
+        fd, path, made = self._lock
+        self._lock = None
+        atexit.unregister(self._unlock)
+        release(fd, path)
+        if made:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # made for the lock and left empty: not left behind
+
+    def _cannot_write(self, path: Path, error: OSError) -> PipelineError:
+        hint = " (a read-only checkout or mount cannot run a stage)"
+        return PipelineError(
+            f"{self.stage}: cannot write {path} ({error.strerror or error}); give a writable "
+            f"path{hint if error.errno in _READ_ONLY else ''}"
+        )
 
     @property
     def staging(self) -> Path | None:
@@ -200,6 +267,7 @@ class StageOutputs:
                     self.path(target).mkdir()
             return self
         self._make_partials()
+        self._staged = None if self.staging is None else os.stat(self.staging)
         return self
 
     def _make_partials(self) -> None:
@@ -218,10 +286,7 @@ class StageOutputs:
                 full = shutil.disk_usage(tmp.parent).free < _FULL_BELOW
             except OSError as error:
                 self._discard()
-                raise PipelineError(
-                    f"{self.stage}: cannot write {target} ({error.strerror or error}); "
-                    "give a writable path (a read-only checkout or mount cannot run a stage)"
-                ) from None
+                raise self._cannot_write(target, error) from None
             if full:
                 self._discard()
                 raise PipelineError(
@@ -233,6 +298,12 @@ class StageOutputs:
         if not self.writer:
             shutil.rmtree(self._scratch, ignore_errors=True)
             return False
+        try:
+            return self._finish(error)
+        finally:
+            self._unlock()
+
+    def _finish(self, error) -> bool:
         if error is not None:
             self._discard()
             if isinstance(error, OSError) and _is_write_failure(error):
@@ -248,6 +319,13 @@ class StageOutputs:
             self._discard()
             raise
         _before_replace_hook(self.stage)
+        if self.staging is not None and not _same(self.staging, self._staged):
+            # DVC deletes a stage's outputs, and so its staging folder, before it runs or
+            # restores the stage: a `dvc repro` since this run started (its `dvc` killed).
+            raise PipelineError(
+                f"{self.stage}: {self.staging} was removed while this run wrote it (a "
+                "`dvc repro` or `dvc checkout` since it started?); nothing was replaced"
+            )
         moves = [(self.path(target), target) for target in self.files + self.folders]
         if self.live:
             self.live.mkdir(exist_ok=True)
@@ -294,6 +372,13 @@ def _move(source: Path, target: Path) -> None:
     if source.is_dir():  # two steps: os.replace cannot replace a non-empty folder
         _remove(target)
     os.replace(source, target)
+
+
+def _same(path: Path, before: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), before)
+    except FileNotFoundError:
+        return False
 
 
 def _before_replace_hook(stage: str) -> None:

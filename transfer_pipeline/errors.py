@@ -6,6 +6,9 @@ import functools
 import os
 import sys
 import traceback
+from pathlib import Path
+
+from .locks import remove_own_temp_folder, use_own_temp_folder
 
 
 class PipelineError(Exception):
@@ -32,16 +35,19 @@ def _leave(code: int, message: str | None = None) -> None:
         sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
+    remove_own_temp_folder()  # os._exit skips the exit handler that would
     os._exit(code)
 
 
 def exit_on_pipeline_error(main):
     """Decorate an entry point's ``main``: a PipelineError becomes one line on stderr and exit
     code 1; Ctrl-C becomes one line and exit code 130 (outputs are only moved into place at the
-    very end, so an interrupted run replaced nothing)."""
+    very end, so an interrupted run replaced nothing). The process's temporary files go into a
+    folder of its own, removed when it ends (``locks.use_own_temp_folder``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        use_own_temp_folder(Path(sys.argv[0]).stem or "python")
         try:
             return main(*args, **kwargs)
         except PipelineError as error:

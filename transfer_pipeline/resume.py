@@ -117,8 +117,9 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 def _not_kept(folder: Path) -> Path:
-    """Where another process of a multi-host run saves its checkpoints: a temporary folder of
-    its own, the same for every run (what a killed run left is removed here)."""
+    """Where another process of a multi-host run saves its checkpoints: a folder in its own
+    temporary folder (``locks.use_own_temp_folder``: removed when the process ends, or by the
+    next run if it is killed)."""
     index, _ = cluster.this_process()
     digest = hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:12]
     scratch = Path(tempfile.gettempdir()) / f"transfer-pipeline-not-kept-{digest}-{index}"
