@@ -227,3 +227,21 @@ def test_dvc_plots_show_draws_every_plot_without_network(pipeline, tmp_path):
         plot_id = re.sub(r"\W", "_", next(iter(title)))  # DVC's id: "Loss per epoch" -> Loss_..
         assert plot_id in ink, f"{plot_id} not among {sorted(ink)}"
     assert min(ink.values()) > 500, f"marks per plot: {ink}"
+
+
+def test_a_head_only_run_reports_its_one_model_once():
+    """fine_tune.epochs 0: the head on the frozen backbone is the shipped model; evaluate scores
+    it once, so the test table has one row for it, not two of the same model."""
+    from transfer_pipeline.report import headline_rows
+
+    evaluation = {
+        "test_accuracy": 0.298,
+        "test_loss": 1.9,
+        "head_only": {"test_accuracy": 0.298, "test_loss": 1.9},
+    }
+    rows = headline_rows(evaluation, 0.9413, fine_tuned=False)
+    assert [row[0] for row in rows[:-1]] == [
+        "backbone + head, backbone frozen (fine_tune.epochs 0)"
+    ]
+    fine_tuned = headline_rows({**evaluation, "test_accuracy": 0.5}, 0.9413)
+    assert [row[0] for row in fine_tuned[:-1]] == ["head only (frozen backbone)", "fine-tuned"]
