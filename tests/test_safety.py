@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TARBALL, TINY, Repo, new_repo, tool_env
+from conftest import REPO_ROOT, TARBALL, TINY, Repo, new_repo, stderr_lines, tool_env
 from PIL import Image
 from synthetic import write_cifar10_tarball
 
@@ -598,7 +598,7 @@ def test_the_next_run_removes_the_temporary_files_of_a_killed_process_not_a_live
         killed = _finished(process)
         assert killed.returncode == -signal.SIGKILL
         killed_folder = Path(killed.stdout.strip())
-        assert killed_folder == temp / f"transfer-pipeline-fine_tune-{process.pid}"
+        assert killed_folder == temp / f"tpipe-{process.pid}"
         assert set(temp.iterdir()) == {killed_folder, live_folder}
         assert list(killed_folder.glob("fine_tune-not-written-*"))  # what the kill left
         # The next run of any stage (here its --help) removes the dead process's folder.
@@ -647,7 +647,7 @@ def test_tensorflows_autograph_files_go_into_the_process_folder_and_never_outliv
         result = _finished(process)
         assert result.returncode == (0 if ending == "exit" else -signal.SIGKILL), result.stderr
         folder, *seen = result.stdout.split()
-        assert Path(folder) == temp / f"transfer-pipeline-autograph-{process.pid}"
+        assert Path(folder) == temp / f"tpipe-{process.pid}"
         assert any(name.startswith("__autograph_generated_file") for name in seen), seen
         if ending == "exit":
             assert list(temp.iterdir()) == []  # TensorFlow's exit handlers, then the folder
@@ -656,3 +656,51 @@ def test_tensorflows_autograph_files_go_into_the_process_folder_and_never_outliv
     assert all(path.is_relative_to(folder) for path in left)  # only inside its own folder
     result = _finished(_python(tmp_path, *PREPARE[:2], "--help", temp=temp))
     assert result.returncode == 0 and list(temp.iterdir()) == []  # the next run removed it
+
+
+# An entry point that decodes images with prepare's forkserver pool (images.decode_into).
+FORKSERVER_USER = """
+import sys
+import numpy as np
+from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.images import decode_into
+
+@exit_on_pipeline_error
+def main():
+    files = sys.argv[2:]
+    unreadable = decode_into(np.zeros((len(files), 8, 8, 3), np.uint8), files, 8, workers=2)
+    print(len(files) - len(unreadable), flush=True)
+    if sys.argv[1] == "fail":
+        raise PipelineError("failing on purpose")
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+NEXT_RUN = """
+import os
+from transfer_pipeline.locks import use_own_temp_folder
+own = use_own_temp_folder("next")
+print(os.getpid(), *sorted(p.name for p in own.parent.glob("tpipe-*")))
+"""
+
+
+def test_a_forkserver_pool_under_a_deep_temporary_folder_ends_in_one_line_or_none(tmp_path):
+    """A forkserver pool started inside an entry point (prepare's image decoding): no traceback
+    at the end, with or without an error; the next run sweeps what is left."""
+    temp = tmp_path  # about as deep as a CI worker's TMPDIR
+    (tmp_path / "user.py").write_text(FORKSERVER_USER)
+    images = []
+    for index in range(3):
+        images.append(str(tmp_path / f"{index}.png"))
+        Image.new("RGB", (9, 7), (index, 0, 0)).save(images[-1])
+    for ending, code in (("ok", 0), ("fail", 1)):
+        process = _python(tmp_path, "user.py", ending, *images, temp=temp, stderr=subprocess.PIPE)
+        result = _finished(process)
+        assert (result.returncode, result.stdout) == (code, "3\n"), result.stderr
+        expected = ["error: failing on purpose"] if ending == "fail" else []
+        assert stderr_lines(result) == expected, result.stderr
+    after = _finished(_python(tmp_path, "-c", NEXT_RUN, temp=temp))  # the next run starts
+    pid, *folders = after.stdout.split()
+    assert folders == [f"tpipe-{pid}"], after.stdout  # only its own: the others' are swept

@@ -139,11 +139,16 @@ def _ignore_interrupts() -> None:
 def decode_into(out, files: list[str], size: int, workers: int, bar=None):
     """Decode ``files`` into ``out`` (rows in order); return (row, reason) of unreadable ones."""
     import multiprocessing
+    import multiprocessing.util
     from concurrent.futures import ProcessPoolExecutor
+
+    from .locks import in_system_temp
 
     unreadable = []
     pool = None
     if workers > 1 and len(files) > 1:
+        with in_system_temp():  # the forkserver's socket and pymp-* folder, short paths
+            multiprocessing.util.get_temp_dir()
         pool = ProcessPoolExecutor(
             min(workers, len(files)),
             mp_context=multiprocessing.get_context("forkserver"),  # no threads of ours copied

@@ -20,7 +20,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-TEMP_PREFIX = "transfer-pipeline-"  # <temp>/transfer-pipeline-<name>-<pid>/: one process's
+TEMP_PREFIX = "tpipe-"  # <temp>/tpipe-<pid>/: one process's (a short name: see in_system_temp)
 TEMP_LOCK = ".lock"  # the lock file inside it, held while the process lives
 _own: tuple[Path, int, int] | None = None  # this process's temporary folder, its lock, pid
 
@@ -69,7 +69,8 @@ def release(fd: int, path: Path) -> None:
 def use_own_temp_folder(name: str) -> Path | None:
     """This process's temporary files (TensorFlow's ``__autograph_generated_file*.py``, a
     multi-host process's scratch folder, those of its child processes) go into
-    ``<temp>/transfer-pipeline-<name>-<pid>/``, removed when the process ends. A process killed
+    ``<temp>/tpipe-<pid>/``, removed when the process ends (``name``: the entry point, kept for
+    the callers; the folder is named by pid alone, to keep socket paths short). A process killed
     with ``kill -9`` cannot remove it: the folders of dead processes are removed here first.
     None (the temporary folder as it was) if the temporary folder is not writable."""
     global _own
@@ -77,8 +78,7 @@ def use_own_temp_folder(name: str) -> Path | None:
         return _own[0]
     base = Path(tempfile.gettempdir())
     _remove_dead(base)
-    name = re.sub(r"[^\w.@-]", "_", name)
-    folder = base / f"{TEMP_PREFIX}{name}-{os.getpid()}"
+    folder = base / f"{TEMP_PREFIX}{os.getpid()}"
     try:
         shutil.rmtree(folder, ignore_errors=True)  # a dead process's with this pid, half made
         folder.mkdir()
@@ -91,6 +91,21 @@ def use_own_temp_folder(name: str) -> Path | None:
     return folder
 
 
+@contextlib.contextmanager
+def in_system_temp():
+    """The temporary folder as it was before ``use_own_temp_folder``, for what the block makes
+    there: multiprocessing's forkserver socket, whose path may have 107 bytes at most (Python
+    3.11), under a TMPDIR that may be deep already."""
+    if _own is None:
+        yield
+        return
+    tempfile.tempdir = str(_own[0].parent)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = str(_own[0]) if _own is not None else tempfile.tempdir
+
+
 def remove_own_temp_folder() -> None:
     """Called at exit (and before ``os._exit``, which skips exit handlers)."""
     global _own
@@ -98,34 +113,32 @@ def remove_own_temp_folder() -> None:
         return
     folder, fd, _ = _own
     _own = None
-    shutil.rmtree(folder, ignore_errors=True)
+    # multiprocessing's own temporary folder (pymp-*) is removed by multiprocessing, from a
+    # process that may outlive this one (the forkserver): left to it, with the lock file, so
+    # the folder goes here when nothing else is left, else at the next run (its lock is free).
+    kept = {TEMP_LOCK}
+    for entry in list(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name.startswith("pymp-") and entry.is_dir():
+            kept.add(entry.name)
+        elif entry.name not in kept:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
     os.close(fd)
+    if kept == {TEMP_LOCK}:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_dead(base: Path) -> None:
     """Remove the temporary folders of processes that ended without removing theirs."""
     for folder in base.glob(f"{TEMP_PREFIX}*"):
-        match = re.fullmatch(rf"{TEMP_PREFIX}.+-(\d+)", folder.name)
+        match = re.fullmatch(rf"{TEMP_PREFIX}\d+", folder.name)
         if not match or folder.is_symlink() or not folder.is_dir():
             continue
-        try:
+        try:  # only a folder with our lock file in it: anything else is not ours to remove
             fd = take(folder / TEMP_LOCK, create=False)
-        except FileNotFoundError:  # no lock yet: its process may be making it right now
-            if _alive(int(match[1])):
-                continue
-            fd = None
-        except (Held, OSError):
+        except (Held, OSError):  # a live process's, or no lock file (not ours, or half made)
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        if fd is not None:
-            os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+        os.close(fd)
