@@ -9,22 +9,12 @@ file or a file of the named folder changes the identity and reruns features.
 """
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.params import load_params
-
-CHUNK = 1 << 20
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from transfer_pipeline.sources import md5_of
 
 
 def identity(weights) -> dict:

@@ -686,7 +686,7 @@ print(os.getpid(), *sorted(p.name for p in own.parent.glob("tpipe-*")))
 """
 
 
-def test_a_forkserver_pool_under_a_deep_temporary_folder_ends_in_one_line_or_none(tmp_path):
+def test_a_forkserver_pool_ends_in_one_line_or_none_and_the_next_run_sweeps(tmp_path):
     """A forkserver pool started inside an entry point (prepare's image decoding): no traceback
     at the end, with or without an error; the next run sweeps what is left."""
     temp = tmp_path  # about as deep as a CI worker's TMPDIR

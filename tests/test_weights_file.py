@@ -98,7 +98,7 @@ def test_the_weights_identity_is_exactly_what_model_weights_names(tmp_path, monk
     folder = identity("weights/preset")
     assert folder == {
         "weights": "weights/preset",
-        "files": {"config.json": folder["files"]["config.json"]},
+        "files": {"config.json": "99914b932bd37a50b983c5e7c90ae93b"},  # md5("{}")
     }
     (tmp_path / "weights/other.h5").write_bytes(b"another file beside them changes neither")
     assert identity("weights/preset") == folder

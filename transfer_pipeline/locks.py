@@ -96,14 +96,13 @@ def in_system_temp():
     """The temporary folder as it was before ``use_own_temp_folder``, for what the block makes
     there: multiprocessing's forkserver socket, whose path may have 107 bytes at most (Python
     3.11), under a TMPDIR that may be deep already."""
-    if _own is None:
-        yield
-        return
-    tempfile.tempdir = str(_own[0].parent)
+    own = tempfile.tempdir
+    if _own is not None:
+        tempfile.tempdir = str(_own[0].parent)
     try:
         yield
     finally:
-        tempfile.tempdir = str(_own[0]) if _own is not None else tempfile.tempdir
+        tempfile.tempdir = own
 
 
 def remove_own_temp_folder() -> None:
@@ -113,21 +112,8 @@ def remove_own_temp_folder() -> None:
         return
     folder, fd, _ = _own
     _own = None
-    # multiprocessing's own temporary folder (pymp-*) is removed by multiprocessing, from a
-    # process that may outlive this one (the forkserver): left to it, with the lock file, so
-    # the folder goes here when nothing else is left, else at the next run (its lock is free).
-    kept = {TEMP_LOCK}
-    for entry in list(folder.iterdir()) if folder.is_dir() else []:
-        if entry.name.startswith("pymp-") and entry.is_dir():
-            kept.add(entry.name)
-        elif entry.name not in kept:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
     os.close(fd)
-    if kept == {TEMP_LOCK}:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_dead(base: Path) -> None:
