@@ -1,13 +1,19 @@
 """Stage evaluate: test-set metrics of the fine-tuned model and of the head alone.
 
+Each accuracy comes with its 95 % Wilson interval and image count, and beside them the
+validation accuracy of exactly the weights each model ships, as its training stage measured it
+(dvclive/train_head, dvclive/fine_tune): runs are chosen on it, never on the test split. The
+predictions file also holds a fingerprint of the test split (its images and labels in order)
+and the data params, so that tl-compare can check that two runs saw the same test images.
+
 Both are the float32 computation that export and tl-predict ship (every saved model is float32,
 saving.py). With fine_tune.epochs 0 the backbone did not change: the shipped model's test
 predictions are the head applied to the cached test features, which the features stage
 extracts in float32 for this, so the backbone is not run over the test split again.
 
     python -m stages.evaluate data/prepared data/features models/head.keras \
-        models/fine_tuned.keras dvclive/evaluate eval/per_class.csv eval/predictions.npz \
-        compute/evaluate.json
+        models/fine_tuned.keras dvclive/train_head/metrics.json dvclive/fine_tune/metrics.json \
+        dvclive/evaluate eval/per_class.csv eval/predictions.npz compute/evaluate.json
 """
 
 import argparse
@@ -25,6 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("prepared", "features", "head", "model"):
         parser.add_argument(name, type=Path)
+    for name in ("head_metrics", "fine_tune_metrics"):
+        parser.add_argument(name, type=Path, help="a training stage's DVCLive metrics.json")
     parser.add_argument("live", type=Path, help="DVCLive folder: metrics.json, confusion plot")
     parser.add_argument("per_class", type=Path, help="output CSV: precision/recall/F1 per class")
     parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
@@ -35,15 +43,29 @@ def main() -> None:
         "evaluate",
         files=[args.per_class, args.predictions, args.compute],
         live=args.live,
-        inputs=[args.prepared, args.features, args.head, args.model],
+        inputs=[
+            args.prepared,
+            args.features,
+            args.head,
+            args.model,
+            args.head_metrics,
+            args.fine_tune_metrics,
+        ],
         writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"], needs=("sklearn",))  # its metrics and plots
 
+    import json
+
     import numpy as np
 
     from transfer_pipeline import compute
-    from transfer_pipeline.evaluation import per_class_table, summarize
+    from transfer_pipeline.evaluation import (
+        per_class_table,
+        shipped_validation_accuracy,
+        summarize,
+        test_split_fingerprint,
+    )
     from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.live import log_summary, open_live
     from transfer_pipeline.model import load_model
@@ -52,6 +74,10 @@ def main() -> None:
     setup = compute.configure(params, distributed=False)
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
+    validation = shipped_validation_accuracy(
+        read_metrics(args.head_metrics, "val_accuracy"),
+        read_metrics(args.fine_tune_metrics, "epochs", "best_val_accuracy"),
+    )
     head = load_model(args.head)
     width = head.input_shape[-1]
     features = {}
@@ -73,14 +99,41 @@ def main() -> None:
             outputs.path(args.per_class), index=False
         )
         with open(outputs.path(args.predictions), "wb") as handle:  # savez would add .npz
-            np.savez(handle, labels=test_y, fine_tuned=fine_tuned, head_only=head_only)
+            np.savez(
+                handle,
+                labels=test_y,
+                fine_tuned=fine_tuned,
+                head_only=head_only,
+                test_split_sha256=np.asarray(test_split_fingerprint(test_x, test_y)),
+                data_params=np.asarray(json.dumps(params["data"], sort_keys=True)),
+            )
         live = open_live(outputs.path(args.live), outputs.writer)
-        log_summary(live, summarize(test_y, fine_tuned, head_only))
+        val_images = len(load_split(args.prepared, "val")[1])
+        log_summary(live, summarize(test_y, fine_tuned, head_only, validation, val_images))
         live.log_sklearn_plot(
             "confusion_matrix", names[test_y].tolist(), names[fine_tuned.argmax(1)].tolist()
         )
         live.end()
         outputs.write_json(args.compute, setup.record())
+
+
+def read_metrics(path: Path, *keys: str) -> dict:
+    """A training stage's DVCLive metrics.json, checked to hold one of ``keys``."""
+    import json
+
+    from transfer_pipeline.dvcfile import rebuild_hint
+    from transfer_pipeline.errors import PipelineError
+
+    try:
+        metrics = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"{path} is not a readable metrics file ({error.__class__.__name__}); "
+            f"{rebuild_hint(path)}"
+        ) from None
+    if not isinstance(metrics, dict) or not any(key in metrics for key in keys):
+        raise PipelineError(f"{path} holds none of {', '.join(keys)}; {rebuild_hint(path)}")
+    return metrics
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ def main() -> None:
             extraction_rate,
         )
     precision, reason = compute.resolve_precision(params["compute"]["precision"], timing)
-    keras.utils.set_random_seed(params["seed"])  # as if no model had been built for timing
+    # As if no model had been built for timing. The split seed, not the training seed: a random
+    # (weights: null) backbone stays the same across a sweep of training seeds, and with it
+    # the cached features, as the split does.
+    keras.utils.set_random_seed(params["data"]["split_seed"])
     # The saved extractor is float32, as every saved model (saving.py). Train and validation
     # features may be extracted in the faster precision, on a twin with the same weights; the
     # test features in float32, the precision the shipped model runs in, so that evaluate can

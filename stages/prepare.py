@@ -28,7 +28,12 @@ def main() -> None:
         dataset = load_dataset(params)
         sizes = {"train": data["train_size"], "val": data["val_size"], "test": data["test_size"]}
         dataset, split = save_prepared(
-            outputs.path(args.prepared), dataset, sizes, params["seed"], workers, data["bad_images"]
+            outputs.path(args.prepared),
+            dataset,
+            sizes,
+            data["split_seed"],
+            workers,
+            data["bad_images"],
         )
         summary = split_summary(dataset, split)
         outputs.write_json(args.metrics, summary)

@@ -72,6 +72,12 @@ def writes(params: dict) -> bool:
     return launched_index(params) == 0
 
 
+def random_seed(params: dict) -> int:
+    """The seed a stage starts from: the training ``seed``, or for a stage that trains nothing
+    and so does not depend on it (features), the split seed."""
+    return params["seed"] if "seed" in params else params["data"]["split_seed"]
+
+
 def start(params: dict) -> tuple[int, int]:
     """Join the other processes of this stage (before any JAX computation); returns
     (index, count). On CPUs the collectives run over gloo."""
@@ -82,7 +88,7 @@ def start(params: dict) -> tuple[int, int]:
     expected = launched_index(params)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # Seeded first: Keras would otherwise agree on a random seed through a collective.
-    keras.utils.set_random_seed(params["seed"])
+    keras.utils.set_random_seed(random_seed(params))
     try:
         keras.distribution.initialize()
     except (RuntimeError, ValueError) as error:

@@ -288,7 +288,7 @@ def configure(params: dict, distributed: bool = True, announce: bool = True) -> 
         replicas = _jax_distribution(distribute) if distributed else processes
     precision, reason = resolve_precision(settings["precision"])
     keras.mixed_precision.set_global_policy(precision)
-    keras.utils.set_random_seed(params["seed"])
+    keras.utils.set_random_seed(cluster.random_seed(params))
     if backend == "tensorflow" and not _gpus():
         # Same params, same seed -> same numbers on CPU. GPUs keep their fast
         # non-deterministic kernels (docs/determinism.md).

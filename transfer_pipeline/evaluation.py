@@ -1,29 +1,88 @@
-"""Test-set metrics from predicted probabilities (scikit-learn), shared by evaluate and tests."""
+"""Test-set metrics from predicted probabilities (scikit-learn), each accuracy with its 95 %
+interval; shared by evaluate, the report and tests."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+from sklearn.metrics import log_loss, precision_recall_fscore_support
+
+from .statistics import accuracy_figures
 
 
-def summarize(labels, fine_tuned, head_only) -> dict:
-    """The headline figures: accuracy and loss of the fine-tuned model and of the head alone."""
+def summarize(
+    labels, fine_tuned, head_only, validation: dict[str, float], validation_images: int
+) -> dict:
+    """The headline figures, each accuracy with its 95 % Wilson interval and its image count.
+
+    ``validation`` holds the validation accuracy of the weights each model ships
+    (``shipped``: the best fine-tuning epoch's, or the head's when fine-tuning did not run;
+    ``head_only``: the head's), as training measured it on ``validation_images`` images.
+    """
     everything = list(range(fine_tuned.shape[1]))
+    images = len(labels)
 
-    def figures(probabilities):
-        return {
-            "test_accuracy": round(float(accuracy_score(labels, probabilities.argmax(1))), 6),
-            "test_loss": round(float(log_loss(labels, probabilities, labels=everything)), 6),
-        }
+    def right(probabilities) -> int:
+        return int((probabilities.argmax(1) == labels).sum())
 
-    fine, head = figures(fine_tuned), figures(head_only)
-    # Key order is column order in `dvc exp show`: the two test accuracies first.
+    def loss(probabilities) -> float:
+        return round(float(log_loss(labels, probabilities, labels=everything)), 6)
+
+    def interval(right_answers: int, count: int) -> dict:
+        figures = accuracy_figures(right_answers, count)
+        return {"low": figures["low"], "high": figures["high"]}
+
+    def validation_right(accuracy: float) -> int:
+        return round(accuracy * validation_images)  # Keras' accuracy is right / images
+
+    fine_right, head_right = right(fine_tuned), right(head_only)
+    # Key order is column order in `dvc exp show`: the validation accuracy runs are chosen by,
+    # then the two test accuracies.
     return {
-        "test_accuracy": fine["test_accuracy"],
-        "head_only": head,
-        "test_loss": fine["test_loss"],
+        "validation_accuracy": round(validation["shipped"], 6),
+        "test_accuracy": round(fine_right / images, 6),
+        "head_only": {
+            "validation_accuracy": round(validation["head_only"], 6),
+            "test_accuracy": round(head_right / images, 6),
+            "test_loss": loss(head_only),
+        },
+        "test_loss": loss(fine_tuned),
+        "interval95": {
+            "validation_accuracy": interval(
+                validation_right(validation["shipped"]), validation_images
+            ),
+            "test_accuracy": interval(fine_right, images),
+            "head_only": {
+                "validation_accuracy": interval(
+                    validation_right(validation["head_only"]), validation_images
+                ),
+                "test_accuracy": interval(head_right, images),
+            },
+        },
+        "images": {"validation": int(validation_images), "test": int(images)},
     }
+
+
+def shipped_validation_accuracy(head_metrics: dict, fine_tune_metrics: dict) -> dict:
+    """The validation accuracy of the weights each model ships, from the training stages'
+    DVCLive metrics: the head's last epoch (train_head saves its last weights) and the best
+    fine-tuning epoch (fine_tune saves its best); the head's when fine-tuning did not run."""
+    head = float(head_metrics["val_accuracy"])
+    fine = fine_tune_metrics.get("best_val_accuracy")
+    return {"shipped": head if fine is None else float(fine), "head_only": head}
+
+
+def test_split_fingerprint(images, labels) -> str:
+    """SHA-256 of the test images and labels in their order: two runs with the same
+    fingerprint were evaluated on the same test images (tl-compare checks it)."""
+    digest = hashlib.sha256()
+    digest.update(str(images.shape).encode())
+    for start in range(0, len(images), 1024):  # a memory map: a chunk at a time
+        digest.update(np.ascontiguousarray(images[start : start + 1024]).tobytes())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def per_class_table(labels, fine_tuned, class_names: list[str]) -> pd.DataFrame:

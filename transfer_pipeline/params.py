@@ -232,6 +232,7 @@ SCHEMA = {
     "data.train_size": _int(1),
     "data.val_size": _int(1),
     "data.test_size": _int(1),
+    "data.split_seed": _int(0),
     "data.image_size": _int(8, 1024),
     "data.bad_images": _choice("skip", "error"),
     "model.backbone": _choice(*ALL_BACKBONES),
