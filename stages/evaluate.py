@@ -61,10 +61,10 @@ def main() -> None:
 
     from transfer_pipeline import compute
     from transfer_pipeline.evaluation import (
+        fingerprint_of_test_split,
         per_class_table,
         shipped_validation_accuracy,
         summarize,
-        test_split_fingerprint,
     )
     from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.live import log_summary, open_live
@@ -104,7 +104,7 @@ def main() -> None:
                 labels=test_y,
                 fine_tuned=fine_tuned,
                 head_only=head_only,
-                test_split_sha256=np.asarray(test_split_fingerprint(test_x, test_y)),
+                test_split_sha256=np.asarray(fingerprint_of_test_split(test_x, test_y)),
                 data_params=np.asarray(json.dumps(params["data"], sort_keys=True)),
             )
         live = open_live(outputs.path(args.live), outputs.writer)

@@ -85,12 +85,13 @@ def _exp_show_columns(repo: Repo, *options: str) -> list[str]:
     return header[header.index(first) + 1 :]
 
 
-def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
+def test_dvc_exp_show_leads_with_the_validation_and_the_test_accuracy(tmp_path):
     """`dvc exp show` orders metric columns by stage order in dvc.yaml, then by key order in
     each file: with evaluate first and its summary written as the stage writes it, the columns
-    after Experiment and Created are the fine-tuned and the head-only test accuracy (what a
-    120-column pager shows first). The command of docs/experiments.md ("Which run is best")
-    keeps those two and the params. Metrics files only: no stage runs."""
+    after Experiment and Created are the shipped model's validation accuracy (what runs are
+    chosen on) and its test accuracy (what a 120-column pager shows first). The command of
+    docs/experiments.md ("Which run is best") keeps those two and the params. Metrics files
+    only: no stage runs."""
     repo = Repo(tmp_path)
     repo.git("init", "-q")
     repo.dvc("init", "-q")
@@ -99,13 +100,14 @@ def test_dvc_exp_show_leads_with_the_two_test_accuracies(tmp_path):
     labels = np.array([0, 1, 1])
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     live = open_live(tmp_path / "dvclive/evaluate")
-    log_summary(live, summarize(labels, probabilities, probabilities))
+    validation = {"shipped": 0.5, "head_only": 0.5}
+    log_summary(live, summarize(labels, probabilities, probabilities, validation, 4))
     live.end()
     for relative, keys in STAGE_METRICS_KEYS.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(json.dumps(dict.fromkeys(keys, 1)))
     repo.commit("metrics only")
-    accuracies = ["test_accuracy", "head_only.test_accuracy"]
+    accuracies = ["validation_accuracy", "test_accuracy"]
     assert _exp_show_columns(repo)[:2] == accuracies
 
     docs = (REPO_ROOT / "docs/experiments.md").read_text()

@@ -87,15 +87,17 @@ def readme_exp_show() -> list[str]:
 
 
 def test_readme_exp_show_fits_120_columns_with_names_accuracies_and_changed_params(experiments):
-    """Three experiments in a 120-column terminal: each one's name, both test accuracies and
-    every param that differs, none of them cut to an ellipsis."""
+    """Three experiments in a 120-column terminal: each one's name, the validation accuracy
+    they are sorted by, the test accuracy and every param that differs, none of them cut to an
+    ellipsis; no export figure (the lr point stopped at evaluate: those are its parent's)."""
     table = experiments.readme_table
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 120, table
     assert "…" not in table, table
     header = " ".join(lines[:4])
-    for column in ("Experiment", "test_accuracy", "head_only.test_accuracy", "lr"):
+    for column in ("Experiment", "validation_accuracy", "test_accuracy", "lr"):
         assert column in header, table
+    assert "runtime_test_accuracy" not in table and "head_only" not in table, table
     for column in ("compute.distribute", "model.dropout"):
         assert column in header, table
     for name in QUEUED:

@@ -12,7 +12,14 @@ def test_repro_runs_every_stage_and_writes_every_metrics_file(pipeline):
         assert pipeline.json(path), name
     evaluation = pipeline.json(METRICS["evaluate"])
     assert 0.0 <= evaluation["test_accuracy"] <= 1.0
-    assert set(evaluation["head_only"]) == {"test_accuracy", "test_loss"}
+    assert set(evaluation["head_only"]) == {"validation_accuracy", "test_accuracy", "test_loss"}
+    images = pipeline.params()["data"]
+    assert evaluation["images"] == {"validation": images["val_size"], "test": images["test_size"]}
+    interval = evaluation["interval95"]["test_accuracy"]
+    assert interval["low"] <= evaluation["test_accuracy"] <= interval["high"]
+    # The shipped weights' validation accuracy: fine_tune's best epoch's, as it measured it.
+    fine_tune = pipeline.json(METRICS["fine_tune"])
+    assert evaluation["validation_accuracy"] == fine_tune["best_val_accuracy"]
     per_class = (pipeline.path / "eval/per_class.csv").read_text().splitlines()
     assert per_class[0] == "class,precision,recall,f1,support" and len(per_class) == 11
     assert (pipeline.path / "report/report.md").stat().st_size > 0
@@ -69,7 +76,11 @@ def status_copy(pipeline, tmp_path_factory):
         ({"model": {"backbone": "mobilenet_v2"}}, {"features", "fine_tune", "report"}),
         ({"fine_tune": {"lr": 1e-4}}, {"fine_tune", "report"}),
         ({"report": {"wrong_examples": 3}}, {"report"}),
-        ({"data": {"val_size": 50}}, {"prepare", "report"}),
+        # evaluate stores the data params with its predictions (which test split they are of)
+        ({"data": {"val_size": 50}}, {"prepare", "evaluate", "report"}),
+        # The training seed leaves the split, and so the test images, alone (issue 45).
+        ({"seed": 7}, {"train_head", "fine_tune", "evaluate"}),
+        ({"data": {"split_seed": 7}}, {"prepare", "features", "evaluate"}),
         ({"train_head": {"optimizer": "sgd"}}, {"train_head", "report"}),
         ({"compute": {"jit_compile": False}}, {"train_head", "fine_tune"}),
         ({"compute": {"distribute": "none"}}, {"train_head", "fine_tune"}),

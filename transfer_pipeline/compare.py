@@ -6,7 +6,9 @@ A and B are git revisions, branches, tags or DVC experiment names (`dvc exp show
 run given, the workspace is B. Each run's eval/predictions.npz is read through DVC (the
 workspace, the cache or the remote), and the runs must have been evaluated on the same test
 images (the fingerprint `evaluate` stores with the predictions). With more than two runs, each
-is compared with the first, or with the best by validation accuracy (--against best).
+is compared with the first, or with the best by validation accuracy (--against best), and the
+runs' spread (mean and standard deviation) follows: with runs that differ only in their
+training seed, that is the run-to-run noise.
 """
 
 from __future__ import annotations
@@ -96,15 +98,19 @@ def load_run(rev: str | None, head_only: bool = False) -> Run:
             "`evaluate` there"
         ) from None
     if probabilities.ndim != 2 or len(probabilities) != len(labels):
-        raise PipelineError(f"{PREDICTIONS} of {name} holds {probabilities.shape} for "
-                            f"{len(labels)} labels; rerun `evaluate` there")
+        raise PipelineError(
+            f"{PREDICTIONS} of {name} holds {probabilities.shape} for "
+            f"{len(labels)} labels; rerun `evaluate` there"
+        )
     return Run(name, rev, labels, probabilities.argmax(1), fingerprint, data_params)
 
 
-def validation_accuracy(run: Run) -> float:
-    """The validation accuracy evaluate recorded for the run's shipped weights."""
+def validation_accuracy(run: Run, head_only: bool = False) -> float:
+    """The validation accuracy evaluate recorded for the run's shipped weights (or its head's)."""
     try:
         metrics = json.loads(_dvc_read(EVALUATE_METRICS, run.rev))
+        if head_only:
+            metrics = metrics["head_only"]
         return float(metrics["validation_accuracy"])
     except (KeyError, ValueError, TypeError):
         raise PipelineError(
@@ -188,16 +194,13 @@ def table_text(reference: Run, rows: list[tuple[Run, PairedComparison]]) -> str:
     """One row per run against ``reference``."""
     width = max(len(run.name) for run, _ in rows + [(reference, None)])
     lines = [
-        f"against {reference.name}: "
-        f"{describe_accuracy(reference.right, len(reference.labels))}",
+        f"against {reference.name}: {describe_accuracy(reference.right, len(reference.labels))}",
         f"{'run':<{width}}  {'test accuracy (95 %, images)':<34}  {'difference (paired 95 %)':<28}"
         f"  {'only ref':>8}  {'only run':>8}  {'McNemar p':>9}",
     ]
     for run, comparison in rows:
         low, high = comparison.difference_interval()
-        difference = (
-            f"{100 * comparison.difference:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
-        )
+        difference = f"{100 * comparison.difference:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
         lines.append(
             f"{run.name:<{width}}  {describe_accuracy(run.right, comparison.images):<34}  "
             f"{difference:<28}  {comparison.only_first:>8}  {comparison.only_second:>8}  "
@@ -206,6 +209,23 @@ def table_text(reference: Run, rows: list[tuple[Run, PairedComparison]]) -> str:
     for run, comparison in rows:
         lines.append(comparison.verdict(reference.name, run.name))
     return "\n".join(lines)
+
+
+def spread_line(runs: list[Run], validation: dict[str, float]) -> str:
+    """Run-to-run spread: the mean and standard deviation of the runs' accuracies (for runs
+    that differ only in their training seed, this is the noise a difference must exceed)."""
+    test = np.array([run.right / len(run.labels) for run in runs])
+    line = (
+        f"over these {len(runs)} runs: test accuracy mean {100 * test.mean():.1f} %, standard "
+        f"deviation {100 * test.std(ddof=1):.1f} points"
+    )
+    if len(validation) == len(runs):
+        values = np.array(list(validation.values()))
+        line += (
+            f"; validation accuracy mean {100 * values.mean():.1f} %, standard deviation "
+            f"{100 * values.std(ddof=1):.1f} points"
+        )
+    return line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -238,8 +258,16 @@ def main(argv: list[str] | None = None) -> None:
         revs.append(None)  # against the workspace
     runs = [load_run(rev, args.head_only) for rev in revs]
     reference = runs[0]
+    validation: dict[str, float] = {}
+    if len(runs) > 2:
+        for run in runs:
+            try:
+                validation[run.name] = validation_accuracy(run, args.head_only)
+            except PipelineError:
+                if args.against == "best":
+                    raise
     if args.against == "best" and len(runs) > 2:
-        reference = max(runs, key=validation_accuracy)
+        reference = max(runs, key=lambda run: validation[run.name])
     others = [run for run in runs if run is not reference]
     rows = [(run, paired(reference, run)) for run in others]
     if args.json:
@@ -259,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         print(two_runs_text(rows[0][1], reference, rows[0][0]))
     else:
         print(table_text(reference, rows))
+        print(spread_line(runs, validation))
 
 
 if __name__ == "__main__":

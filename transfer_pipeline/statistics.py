@@ -40,12 +40,9 @@ def accuracy_figures(right: int, images: int) -> dict:
 
 
 def describe_accuracy(right: int, images: int) -> str:
-    """"82.0 % (78.4-85.1 %, 500 images)"."""
+    """ "82.0 % (78.4-85.1 %, 500 images)"."""
     low, high = wilson_interval(right, images)
-    return (
-        f"{100 * right / images:.1f} % ({100 * low:.1f}-{100 * high:.1f} %, "
-        f"{images:,} images)"
-    )
+    return f"{100 * right / images:.1f} % ({100 * low:.1f}-{100 * high:.1f} %, {images:,} images)"
 
 
 def mcnemar_p_value(only_first: int, only_second: int) -> float:
@@ -78,12 +75,20 @@ def paired_difference_interval(
     phi = 0.0 if margins == 0 else agreement / math.sqrt(margins)
     difference = first - second
     below = math.sqrt(
-        max((first - low1) ** 2 - 2 * phi * (first - low1) * (high2 - second)
-            + (high2 - second) ** 2, 0.0)
+        max(
+            (first - low1) ** 2
+            - 2 * phi * (first - low1) * (high2 - second)
+            + (high2 - second) ** 2,
+            0.0,
+        )
     )
     above = math.sqrt(
-        max((high1 - first) ** 2 - 2 * phi * (high1 - first) * (second - low2)
-            + (second - low2) ** 2, 0.0)
+        max(
+            (high1 - first) ** 2
+            - 2 * phi * (high1 - first) * (second - low2)
+            + (second - low2) ** 2,
+            0.0,
+        )
     )
     return max(difference - below, -1.0), min(difference + above, 1.0)
 
@@ -151,7 +156,9 @@ class PairedComparison:
     def verdict(self, first: str, second: str) -> str:
         """One plain sentence: which is better, or that this split cannot tell them apart."""
         if self.same_answers:
-            return f"identical predictions: {first} and {second} gave every test image the same class."
+            return (
+                f"identical predictions: {first} and {second} gave every test image the same class."
+            )
         if self.only_first == self.only_second:
             return (
                 f"{first} and {second} are equally accurate on these {self.images:,} test images "
