@@ -8,7 +8,9 @@ taking the workspace back and forth and to a fresh clone.
 
 import json
 import shlex
+import sys
 
+import numpy as np
 import pytest
 from conftest import EXPORTS, METRICS, REPO_ROOT, Repo, copy_of
 
@@ -106,6 +108,34 @@ def test_readme_exp_show_fits_120_columns_with_names_accuracies_and_changed_para
     # The rows carry the accuracies: one number per experiment row and the baseline.
     rows = [line for line in lines if any(f"[{name}]" in line for name in QUEUED)]
     assert all(sum(cell.replace(".", "").isdigit() for cell in row.split()) >= 2 for row in rows)
+
+
+def _tl_compare(repo, *args):
+    return repo.run(sys.executable, "-m", "transfer_pipeline.compare", *args, check=False)
+
+
+def test_tl_compare_finds_an_experiment_and_its_commit_identical(experiments):
+    """The lr experiment and the commit made from it (`dvc exp apply`): the same predictions,
+    one read from the experiment's ref, one from the commit, both through DVC's cache."""
+    result = _tl_compare(experiments, "lr", "HEAD")
+    assert result.returncode == 0, result.stderr
+    assert "identical predictions: lr and HEAD" in result.stdout
+
+
+def test_tl_compare_counts_the_images_each_run_alone_got_right(experiments, pipeline):
+    """The baseline (HEAD~1) against the lr experiment: the discordant counts are those
+    counted here from the two predictions files."""
+    result = _tl_compare(experiments, "HEAD~1", "lr", "--json")
+    assert result.returncode == 0, result.stderr
+    (comparison,) = json.loads(result.stdout)["comparisons"]
+    baseline = np.load(pipeline.path / "eval/predictions.npz")  # the baseline's workspace
+    applied = np.load(experiments.path / "eval/predictions.npz")  # lr, applied and committed
+    assert np.array_equal(baseline["labels"], applied["labels"])
+    first = baseline["fine_tuned"].argmax(1) == baseline["labels"]
+    second = applied["fine_tuned"].argmax(1) == applied["labels"]
+    assert comparison["only_first_right"] == int((first & ~second).sum())
+    assert comparison["only_second_right"] == int((~first & second).sum())
+    assert comparison["first_accuracy"]["images"] == len(baseline["labels"])
 
 
 def _values_of(tree, key):

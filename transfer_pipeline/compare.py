@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import PipelineError, exit_on_pipeline_error
-from .statistics import PairedComparison, accuracy_figures, describe_accuracy, wilson_interval
+from .statistics import PairedComparison, accuracy_figures, describe_accuracy, unpaired_difference
 
 PREDICTIONS = "eval/predictions.npz"
 EVALUATE_METRICS = "dvclive/evaluate/metrics.json"
@@ -139,19 +139,9 @@ def split_difference(first: Run, second: Run) -> str | None:
 
 
 def unpaired_line(first: Run, second: Run) -> str:
-    """The weaker comparison of two different test splits: two independent proportions
-    (Newcombe's square-and-add interval of the Wilson intervals; Fisher's exact test)."""
-    from scipy.stats import fisher_exact
-
+    """The weaker comparison of two different test splits: two independent proportions."""
     n1, n2 = len(first.labels), len(second.labels)
-    p1, p2 = first.right / n1, second.right / n2
-    low1, high1 = wilson_interval(first.right, n1)
-    low2, high2 = wilson_interval(second.right, n2)
-    difference = p2 - p1
-    low = difference - ((p2 - low2) ** 2 + (high1 - p1) ** 2) ** 0.5
-    high = difference + ((high2 - p2) ** 2 + (p1 - low1) ** 2) ** 0.5
-    table = [[first.right, n1 - first.right], [second.right, n2 - second.right]]
-    p_value = fisher_exact(table).pvalue
+    difference, low, high, p_value = unpaired_difference(first.right, n1, second.right, n2)
     return (
         f"unpaired (weaker: different test images, so image-by-image differences are lost): "
         f"{first.name} {describe_accuracy(first.right, n1)}, "

@@ -93,6 +93,27 @@ def paired_difference_interval(
     return max(difference - below, -1.0), min(difference + above, 1.0)
 
 
+def unpaired_difference(
+    first_right: int, first_images: int, second_right: int, second_images: int
+) -> tuple[float, float, float, float]:
+    """accuracy(second) - accuracy(first) on different images, the weaker comparison: the
+    difference, its 95 % interval (Newcombe's square-and-add of the two Wilson intervals) and
+    Fisher's exact p-value."""
+    from scipy.stats import fisher_exact
+
+    p1, p2 = first_right / first_images, second_right / second_images
+    low1, high1 = wilson_interval(first_right, first_images)
+    low2, high2 = wilson_interval(second_right, second_images)
+    difference = p2 - p1
+    low = difference - math.sqrt((p2 - low2) ** 2 + (high1 - p1) ** 2)
+    high = difference + math.sqrt((high2 - p2) ** 2 + (p1 - low1) ** 2)
+    table = [
+        [first_right, first_images - first_right],
+        [second_right, second_images - second_right],
+    ]
+    return difference, low, high, float(fisher_exact(table).pvalue)
+
+
 def images_to_resolve(only_first: int, only_second: int, images: int) -> int | None:
     """Arithmetic: about how many test images McNemar's test would need to call the observed
     difference significant with 80 % power, at the observed rate of discordant images
