@@ -21,6 +21,7 @@ from transfer_pipeline.statistics import (
     images_to_resolve,
     mcnemar_p_value,
     paired_difference_interval,
+    unpaired_difference,
     wilson_interval,
 )
 
@@ -75,6 +76,14 @@ def test_paired_difference_interval_is_newcombes_on_a_published_table():
     # difference -0.0621 is (-0.1186, -0.0046).
     low, high = paired_difference_interval(59, 6, 16, 80)
     assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
+
+
+def test_unpaired_difference_is_newcombes_hybrid_score_interval_on_a_published_table():
+    # Fagerland, Lydersen & Laake, chapter 4 (Perondi et al. 2004): 7 of 34 against 1 of 34,
+    # difference 0.1765, Newcombe's hybrid score interval (0.0189, 0.3404).
+    difference, low, high, p_value = unpaired_difference(1, 34, 7, 34)
+    assert (round(difference, 4), round(low, 4), round(high, 4)) == (0.1765, 0.0189, 0.3404)
+    assert 0 < p_value < 0.06  # Fisher's exact test, two-sided: 0.054
 
 
 def test_paired_difference_interval_holds_the_difference_and_narrows_with_images():
