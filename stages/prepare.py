@@ -37,7 +37,8 @@ def main() -> None:
         )
         summary = split_summary(dataset, split)
         outputs.write_json(args.metrics, summary)
-    print(f"prepare: {summary}", flush=True)
+    skipped = f"; skipped {dataset.skipped} file(s) (see the warnings above)"
+    print(f"prepare: {summary}{skipped if dataset.skipped else ''}", flush=True)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,10 @@ def test_hub_by_name_failures_are_one_line_each(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=damaged) as raised:
         load_backbone(dinov2, 28, "imagenet")
     assert "\n" not in str(raised.value) and "kagglehub's cache" in str(raised.value)
+    # The broken file and the cache folder in use (KAGGLEHUB_CACHE), not the default one.
+    assert f"{cached / 'model.weights.h5'} is damaged" in str(raised.value)
+    assert f"kagglehub's cache {tmp_path / 'kagglehub'}" in str(raised.value)
+    assert f"remove {cached} to download it again" in str(raised.value)
 
 
 def test_hub_by_name_without_kagglehub_is_one_line(tmp_path):

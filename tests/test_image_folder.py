@@ -2,15 +2,19 @@
 
 import io
 import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import new_repo
+from conftest import REPO_ROOT, new_repo, tool_env
 from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
@@ -291,6 +295,70 @@ def test_files_that_are_not_images_are_listed_once_with_the_count(tmp_path, caps
     assert capsys.readouterr().err == (
         f"warning: ignored 6 file(s) that are not images: {shown} (first 5 shown)\n"
     )
+
+
+# Lists an image folder with a FIFO in it, then reads the FIFO directly (as a file turned into
+# a FIFO after the listing would be read): in a process of its own, which a blocking read
+# would hang, so the test can stop it.
+READS_A_FIFO = """
+import sys
+from pathlib import Path
+from transfer_pipeline.images import UnreadableImage, read_image
+from transfer_pipeline.sources import load_image_folder
+dataset = load_image_folder(Path(sys.argv[1]), 8, "skip")
+print(len(dataset.sources), dataset.skipped, flush=True)
+try:
+    read_image(Path(sys.argv[2]), 8)
+except UnreadableImage as error:
+    print(error, flush=True)
+"""
+
+
+def _reads(code: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``code`` in a Python process of its own, stopped if it waits (a blocking read)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd,
+        env={**tool_env(), "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,  # TimeoutExpired fails the test: a FIFO read would wait here for ever
+    )
+
+
+def test_a_fifo_named_like_an_image_is_one_line_and_never_read(tmp_path):
+    root = _two_classes(tmp_path / "images")
+    fifo = root / "cats" / "x.jpg"
+    os.mkfifo(fifo)
+    result = _reads(READS_A_FIFO, root, fifo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["6 1", f"{fifo} (a FIFO, not a regular file)"]
+    assert result.stderr == (
+        "warning: ignored 1 file(s) that are not regular files (a FIFO, a socket or a device: "
+        f"reading one could wait forever): {fifo}\n"
+    )
+
+
+def test_prepare_with_a_fifo_in_the_folder_says_how_many_files_it_skipped(tmp_path):
+    """The prepare stage run by hand on an image folder holding a FIFO named like an image and
+    a text file: it splits the images, and its last line counts the two files skipped."""
+    sizes = {"train_size": 2, "val_size": 2, "test_size": 2}
+    data = {"dataset": "image_folder", "source": "data/raw/images", "md5": None, **sizes}
+    repo = new_repo(tmp_path / "repo", {"data": {**data, "image_size": 8}})
+    root = _two_classes(repo.path / "data/raw/images")
+    os.mkfifo(root / "dogs" / "photo.png")
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    code = "import runpy; runpy.run_module('stages.prepare', run_name='__main__')"
+    result = _reads(code, "data/prepared", "metrics/prepare.json", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("prepare: {'images_available': 6, 'classes': 2}"), last
+    assert last.endswith("; skipped 2 file(s) (see the warnings above)"), last
+    assert (
+        "warning: ignored 1 file(s) that are not regular files (a FIFO, a socket or a device: "
+        "reading one could wait forever): data/raw/images/dogs/photo.png"
+    ) in result.stderr.splitlines(), result.stderr
 
 
 def test_a_decompression_bomb_is_one_clean_unreadable_line(tmp_path, capsys, monkeypatch):

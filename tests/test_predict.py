@@ -1,6 +1,8 @@
 """`tl-predict` as a user runs it: a real subprocess on the tiny pipeline's trained model."""
 
 import csv
+import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ TOP_K = 3
 def _predict(pipeline, *args):
     return subprocess.run(
         [sys.executable, "-m", "transfer_pipeline.predict", *map(str, args)],
-        cwd=pipeline.path,
+        cwd=getattr(pipeline, "path", pipeline),
         env=tool_env(),
         capture_output=True,
         text=True,
@@ -130,3 +132,73 @@ def test_missing_model_is_one_error_line(pipeline, tmp_path):
     lines = stderr_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "nowhere.keras not found" in lines[0] and "dvc repro" in lines[0]
+
+
+def _tiny_onnx_classifier(path, side=8, classes=10):
+    """A real ONNX classifier of side x side uint8 images (mean colour -> softmax): tl-predict
+    without a trained pipeline and without TensorFlow."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.linspace(-1, 1, 3 * classes, dtype=np.float32).reshape(3, classes)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["images"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["pixels", "axes"], ["mean"], keepdims=0),
+            helper.make_node("MatMul", ["mean", "weights"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, [None, side, side, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, classes])],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+            helper.make_tensor("weights", TensorProto.FLOAT, weights.shape, weights.ravel()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_a_fifo_named_like_an_image_is_skipped_and_nothing_classified_is_an_error(tmp_path):
+    """A named pipe called x.jpg is one line and never opened (the read would wait for ever);
+    the last line counts what was skipped; a run that classifies nothing fails."""
+    _tiny_onnx_classifier(tmp_path / "model.onnx")
+    (tmp_path / "classes.json").write_text(json.dumps(CIFAR10_CLASSES))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (12, 9), (200, 30, 30)).save(folder / "photo.png")
+    os.mkfifo(folder / "x.jpg")
+    only_fifo = tmp_path / "only_fifo"
+    only_fifo.mkdir()
+    os.mkfifo(only_fifo / "y.png")
+    model = ("--model", "model.onnx", "--classes", "classes.json")
+
+    # _predict's timeout fails the test if a read waits on the FIFO.
+    result = _predict(tmp_path, *model, "photos")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(": ")[0] for line in result.stdout.splitlines()] == ["photos/photo.png"]
+    assert stderr_lines(result) == [
+        "warning: ignored 1 file(s) that are not regular files (a FIFO, a socket or a device: "
+        "reading one could wait forever): photos/x.jpg",
+        "tl-predict: classified 1 image(s), skipped 1 file(s) (see the warnings above)",
+    ]
+
+    result = _predict(tmp_path, *model, "--csv", "out.csv", "photos")
+    assert result.returncode == 0, result.stderr
+    assert stderr_lines(result)[-1] == (
+        f"wrote {TOP_K} rows to out.csv; classified 1 image(s), skipped 1 file(s) "
+        "(see the warnings above)"
+    )
+
+    for paths in (["only_fifo"], ["only_fifo/y.png"]):  # a folder, or the FIFO named itself
+        result = _predict(tmp_path, *model, *paths)
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert stderr_lines(result) == [
+            "warning: ignored 1 file(s) that are not regular files (a FIFO, a socket or a "
+            "device: reading one could wait forever): only_fifo/y.png",
+            "error: no image files (any format Pillow reads: .jpg .png .tif .webp .bmp ...) "
+            f"in {paths[0]}; skipped 1 file(s)",
+        ], paths

@@ -573,6 +573,8 @@ def test_dvc_killed_alone_then_rerun_names_its_stage_process_still_writing(tmp_p
     assert repo.dvc("status", "prepare", "--json").stdout.strip() == "{}"
 
 
+OWN_FOLDER = re.compile(r"tpipe-[a-z0-9_]{8}")  # tempfile.mkdtemp's name: not guessable
+
 # A process's own temporary folder with what a stage leaves there (a multi-host process's
 # scratch folder, an autograph source); then alive until its stdin closes, or killed.
 TEMP_USER = """
@@ -598,7 +600,7 @@ def test_the_next_run_removes_the_temporary_files_of_a_killed_process_not_a_live
         killed = _finished(process)
         assert killed.returncode == -signal.SIGKILL
         killed_folder = Path(killed.stdout.strip())
-        assert killed_folder == temp / f"tpipe-{process.pid}"
+        assert killed_folder.parent == temp and OWN_FOLDER.fullmatch(killed_folder.name)
         assert set(temp.iterdir()) == {killed_folder, live_folder}
         assert list(killed_folder.glob("fine_tune-not-written-*"))  # what the kill left
         # The next run of any stage (here its --help) removes the dead process's folder.
@@ -610,6 +612,120 @@ def test_the_next_run_removes_the_temporary_files_of_a_killed_process_not_a_live
         live.stdin.close()
         live.wait()
     assert list(temp.iterdir()) == []  # the live one removed its own when it ended
+
+
+def _plant_ours(temp: Path, name: str) -> Path:
+    """A folder exactly like a dead process's own (mode 0700, an unheld lock, a file left)."""
+    folder = temp / name
+    folder.mkdir(mode=0o700)
+    (folder / ".lock").write_bytes(b"4242 elsewhere\n")
+    (folder / "__autograph_generated_file1.py").write_bytes(b"left by a killed process\n")
+    return folder
+
+
+def _everything(root: Path, *leave_out: Path) -> dict[str, tuple]:
+    """Every path under ``root`` (symlinks not followed): type, mode, owner, bytes or target."""
+    seen = {}
+    for folder, names, files in os.walk(root):
+        for name in names + files:
+            path = Path(folder) / name
+            if any(path.is_relative_to(left) for left in leave_out):
+                continue
+            info = os.lstat(path)
+            if path.is_symlink():
+                what = os.readlink(path)
+            elif path.is_file():
+                what = path.read_bytes()
+            else:
+                what = None
+            seen[str(path.relative_to(root))] = (info.st_mode, info.st_uid, what)
+    return seen
+
+
+def _next_run(cwd: Path, temp: Path) -> Path:
+    """The start of the next run of any entry point: its own folder (the sweep ran first)."""
+    result = _finished(_python(cwd, "-c", NEXT_RUN, temp=temp, stderr=subprocess.PIPE))
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    return temp / result.stdout.split()[0]
+
+
+def test_the_sweep_follows_no_symlink_and_touches_only_folders_exactly_like_ours(tmp_path):
+    """On a shared /tmp anyone can plant a tpipe-* name: the sweep removes only a real folder
+    of this user, closed to others, whose lock is a file of its own no live process holds."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    target = tmp_path / "bashrc"  # what a planted symlink would have the sweep overwrite
+    target.write_bytes(b"alias ls='ls -F'\n")
+    elsewhere = _plant_ours(tmp_path, "tpipe-elsewher")  # ours in every way, but not in temp
+    dead = _plant_ours(temp, "tpipe-dead0000")  # the one to remove: the sweep did run
+    symlinked_lock = _plant_ours(temp, "tpipe-symlock0")
+    (symlinked_lock / ".lock").unlink()
+    (symlinked_lock / ".lock").symlink_to(target)
+    hard_linked_lock = _plant_ours(temp, "tpipe-hardlnk0")
+    (hard_linked_lock / ".lock").unlink()
+    os.link(target, hard_linked_lock / ".lock")
+    (temp / "tpipe-symdir00").symlink_to(elsewhere)
+    _plant_ours(temp, "tpipe-open0000").chmod(0o755)  # others may enter: not made by mkdtemp
+    _plant_ours(temp, "tpipe-notmkdtemp")  # not a name mkdtemp gives
+    (temp / "tpipe-file0000").write_bytes(b"a file with our prefix\n")
+    if os.geteuid() == 0:  # as root (CI): a folder of another user
+        foreign = _plant_ours(temp, "tpipe-nobody00")
+        for path in (foreign, *foreign.iterdir()):
+            os.chown(path, 65534, 65534)
+    before = _everything(tmp_path, dead)
+    live = _python(tmp_path, "-c", TEMP_USER, "live", temp=temp, stdin=subprocess.PIPE)
+    try:  # a live process's folder (its start swept too)
+        live_folder = Path(live.stdout.readline().strip())
+        assert OWN_FOLDER.fullmatch(live_folder.name) and live_folder.parent == temp
+        own = _next_run(tmp_path, temp)
+        assert not dead.exists()
+        assert (live_folder / "__autograph_generated_file1.py").is_file()  # kept
+        assert _everything(tmp_path, own, live_folder) == before  # every other byte as it was
+        assert target.read_bytes() == b"alias ls='ls -F'\n"
+    finally:
+        live.stdin.close()
+        live.wait()
+    assert not live_folder.exists()  # the live one removed its own when it ended
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's folder needs root")
+def test_the_sweep_leaves_a_folder_of_another_user_alone(tmp_path):
+    """As root (in CI): a dead folder exactly like ours, but owned by nobody, stays."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    foreign = _plant_ours(temp, "tpipe-nobody00")
+    for path in (foreign, *foreign.iterdir()):
+        os.chown(path, 65534, 65534)
+    dead = _plant_ours(temp, "tpipe-dead0000")
+    before = _everything(temp, dead)
+    own = _next_run(tmp_path, temp)
+    assert not dead.exists()
+    assert _everything(temp, own) == before
+
+
+def test_a_process_removes_its_own_folder_only_while_it_is_still_its_own(tmp_path):
+    """Its folder replaced while it ran (a symlink to a folder of yours; another folder with
+    an unheld lock, as a process in another PID namespace would leave): nothing removed."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    for replacement in ("symlink", "other folder"):
+        process = _python(tmp_path, "-c", TEMP_USER, "live", temp=temp, stdin=subprocess.PIPE)
+        folder = Path(process.stdout.readline().strip())
+        folder.rename(tmp_path / f"moved-{folder.name}")
+        yours = _plant_ours(tmp_path, "yours")
+        if replacement == "symlink":
+            folder.symlink_to(yours)
+        else:
+            _plant_ours(temp, folder.name)
+        before = _everything(tmp_path)
+        process.stdin.close()
+        assert process.wait(timeout=300) == 0
+        assert _everything(tmp_path) == before, replacement
+        shutil.rmtree(yours)
+        if folder.is_symlink():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder)
 
 
 # TensorFlow writes the source of every function autograph converts to a file in the temporary
@@ -647,7 +763,7 @@ def test_tensorflows_autograph_files_go_into_the_process_folder_and_never_outliv
         result = _finished(process)
         assert result.returncode == (0 if ending == "exit" else -signal.SIGKILL), result.stderr
         folder, *seen = result.stdout.split()
-        assert Path(folder) == temp / f"tpipe-{process.pid}"
+        assert Path(folder).parent == temp and OWN_FOLDER.fullmatch(Path(folder).name)
         assert any(name.startswith("__autograph_generated_file") for name in seen), seen
         if ending == "exit":
             assert list(temp.iterdir()) == []  # TensorFlow's exit handlers, then the folder
@@ -682,7 +798,7 @@ NEXT_RUN = """
 import os
 from transfer_pipeline.locks import use_own_temp_folder
 own = use_own_temp_folder("next")
-print(os.getpid(), *sorted(p.name for p in own.parent.glob("tpipe-*")))
+print(own.name, *sorted(p.name for p in own.parent.glob("tpipe-*")))
 """
 
 
@@ -702,5 +818,5 @@ def test_a_forkserver_pool_ends_in_one_line_or_none_and_the_next_run_sweeps(tmp_
         expected = ["error: failing on purpose"] if ending == "fail" else []
         assert stderr_lines(result) == expected, result.stderr
     after = _finished(_python(tmp_path, "-c", NEXT_RUN, temp=temp))  # the next run starts
-    pid, *folders = after.stdout.split()
-    assert folders == [f"tpipe-{pid}"], after.stdout  # only its own: the others' are swept
+    own, *folders = after.stdout.split()
+    assert folders == [own], after.stdout  # only its own: the others' are swept

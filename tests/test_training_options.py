@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from keras import layers
 
+from transfer_pipeline.callbacks import EpochLog
+from transfer_pipeline.feeding import ArrayBatches
 from transfer_pipeline.model import (
     augmentation,
     backbone_of,
@@ -123,3 +125,32 @@ def test_progress_counts_are_integers_and_ci_lines_come_every_tenth(monkeypatch,
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 10
     assert lines[2].startswith("fine_tune epoch 1/2: 1216/4000 images (30%")
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 5, 256])
+def test_the_epoch_progress_counts_every_image_once_whatever_steps_per_execution(
+    steps_per_execution,
+):
+    """train_head's default is 256 steps per call (one batch hook per call, its step the call's
+    last): 203 images in batches of 8 (25 full batches and 3 images) count 203 per epoch, in
+    updates that are never negative."""
+    images, batch_size = 203, 8
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(images, 4)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(images) % 3, 3)
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy", steps_per_execution=steps_per_execution)
+    updates = []
+
+    class Counted(EpochLog):  # the same callback, the amounts it gives its bar recorded
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            update = self.bar.update
+            self.bar.update = lambda amount: (updates.append((epoch, amount)), update(amount))
+
+    log = Counted("train_head", 2, images, batch_size)
+    model.fit(ArrayBatches(x, y, batch_size, shuffle_seed=0), epochs=2, verbose=0, callbacks=[log])
+    for epoch in (0, 1):
+        amounts = [amount for seen, amount in updates if seen == epoch]
+        assert sum(amounts) == images and min(amounts) > 0, amounts
+    assert log.bar.done == images

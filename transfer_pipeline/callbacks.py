@@ -37,9 +37,15 @@ class EpochLog(keras.callbacks.Callback):
         self.started = time.monotonic()
         label = f"{self.stage} epoch {epoch + 1}/{self.epochs}"
         self.bar = ProgressBar(self.images, label, unit=" images", every=0.1, delay=60)
+        self.counted = 0  # images of this epoch the bar has been given
 
     def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(min(self.batch_size, self.images - batch * self.batch_size))
+        # ``batch`` is the last step of the call: with steps_per_execution > 1 a call covers
+        # several batches (Keras calls this once per call; its last may name steps past the
+        # epoch's end), so count every image up to that step's end, the epoch's at most.
+        covered = min((batch + 1) * self.batch_size, self.images)
+        self.bar.update(covered - self.counted)
+        self.counted = covered
 
     def on_epoch_end(self, epoch, logs=None):
         self.bar.close()

@@ -294,12 +294,45 @@ def _by_name(hub: HubBackbone, load):
         else:
             message = (
                 f"cannot load the KerasHub preset {hub.name} by name "
-                f"({error.__class__.__name__}: {_first_line(error)[:200]}); a damaged download "
-                f"goes with its folder in kagglehub's cache (KAGGLEHUB_CACHE, by default "
-                f"~/.cache/kagglehub/models/), or give the preset's folder as model.weights "
+                f"({error.__class__.__name__}: {_first_line(error)[:200]}); "
+                f"{_damaged_download(hub)}, or give the preset's folder as model.weights "
                 f"(docs/backbones.md)"
             )
         raise PipelineError(message) from None
+
+
+def _damaged_download(hub: HubBackbone) -> str:
+    """Which file of the preset's download in kagglehub's cache is damaged, in the cache folder
+    this process uses (KAGGLEHUB_CACHE if set), and what to remove."""
+    try:
+        import keras_hub
+        from kagglehub.cache import Cache
+        from kagglehub.config import get_cache_folder
+        from kagglehub.handle import parse_model_handle
+
+        cache = get_cache_folder()
+        handle = keras_hub.models.Backbone.presets[hub.name]["kaggle_handle"]
+        folder = Path(Cache().get_path(parse_model_handle(handle.removeprefix("kaggle://"))))
+    except Exception:  # not a preset kagglehub serves: no folder to name
+        return "a damaged download goes with its folder in kagglehub's cache (KAGGLEHUB_CACHE)"
+    damaged = _unreadable_file(folder)
+    what = f"{damaged} is damaged" if damaged else f"the download in {folder} may be damaged"
+    return f"{what} (kagglehub's cache {cache}): remove {folder} to download it again"
+
+
+def _unreadable_file(folder: Path) -> Path | None:
+    """The first weights (.h5) or config (.json) file in ``folder`` that does not open."""
+    import h5py
+
+    for path in sorted(folder.rglob("*")):
+        try:
+            if path.suffix == ".h5":
+                h5py.File(path, "r").close()
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+        except Exception:
+            return path
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -55,15 +57,41 @@ def check_image_header(path: Path) -> None:
         pass
 
 
+def not_regular(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is if it is not a regular file (a FIFO, a socket, a
+    device: reading one may wait forever or never end), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
+    kinds.update({stat.S_ISBLK: "a device", stat.S_ISDIR: "a folder"})
+    return next((kind for test, kind in kinds.items() if test(mode)), "a special file")
+
+
+def _open_regular(path: Path):
+    """``path`` open for reading, only if it is a regular file: checked before opening, and on
+    what was opened (without blocking: a FIFO put there meanwhile is not waited on)."""
+    kind = not_regular(os.stat(path).st_mode)
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        kind = not_regular(os.fstat(fd).st_mode)
+        if kind is None:
+            os.set_blocking(fd, True)
+            handle = os.fdopen(fd, "rb")
+            handle.raw.name = str(path)  # for Pillow's messages
+            return handle
+        os.close(fd)
+    raise UnreadableImage(f"{path} ({kind}, not a regular file)")
+
+
 @contextlib.contextmanager
 def _opened(path: Path):
     """The image file opened by Pillow; any reason it cannot be read is an UnreadableImage."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _open_regular(path) as handle:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(handle) as image:
                 yield image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         reason = f"too large: more than {Image.MAX_IMAGE_PIXELS} pixels"
@@ -78,7 +106,9 @@ def _reason(error: Exception, path: Path) -> str:
     the message already names first."""
     text = getattr(error, "strerror", None) or str(error)
     text = text.splitlines()[0] if text else ""
-    text = text.replace(repr(str(path)), "").replace(str(path), "").strip(" :")
+    for named in (f"<_io.BufferedReader name={str(path)!r}>", repr(str(path)), str(path)):
+        text = text.replace(named, "")
+    text = text.strip(" :")
     return text[:REASON_CHARS] or type(error).__name__
 
 

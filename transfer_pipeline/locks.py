@@ -6,6 +6,10 @@ a lock file that can be taken belongs to no live process. ``atomic.StageOutputs`
 stage's staging folder this way; ``use_own_temp_folder`` gives every entry point's process a
 temporary folder of its own, locked the same way, so what a killed process left there is
 removed by the next one.
+
+The temporary folder is shared with other users (``/tmp``), so the sweep of dead processes'
+folders trusts nothing found there: it follows no symlink, touches only real folders of this
+user that look exactly like one ``use_own_temp_folder`` made, and writes into no file.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
-TEMP_PREFIX = "tpipe-"  # <temp>/tpipe-<pid>/: one process's (a short name: see in_system_temp)
+TEMP_PREFIX = "tpipe-"  # <temp>/tpipe-XXXXXXXX/: one process's (short: see in_system_temp)
 TEMP_LOCK = ".lock"  # the lock file inside it, held while the process lives
+# tempfile.mkdtemp's names: the prefix and 8 random characters of its alphabet.
+_OURS = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}")
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _own: tuple[Path, int, int] | None = None  # this process's temporary folder, its lock, pid
 
 
@@ -37,11 +45,16 @@ class Held(Exception):
         super().__init__(written)
 
 
-def take(path: Path, create: bool = True) -> int:
-    """Lock ``path`` for this process (made if missing and ``create``); its descriptor, to pass
-    to ``release``. Raises ``Held`` if another process holds it, OSError if it cannot open it."""
+def _holder() -> bytes:
+    return f"{os.getpid()} {socket.gethostname()}\n".encode()
+
+
+def take(path: Path) -> int:
+    """Lock ``path`` for this process (made if missing; a symlink is refused); its descriptor,
+    to pass to ``release``. Raises ``Held`` if another process holds it, OSError if it cannot
+    open it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -49,13 +62,11 @@ def take(path: Path, create: bool = True) -> int:
             os.close(fd)
             raise Held(written) from None
         with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+                os.pwrite(fd, _holder(), 0)
                 return fd
         os.close(fd)  # its holder removed it after we opened it: take the one there now
-        if not create:
-            raise FileNotFoundError(path)
 
 
 def release(fd: int, path: Path) -> None:
@@ -68,27 +79,49 @@ def release(fd: int, path: Path) -> None:
 
 def use_own_temp_folder(name: str) -> Path | None:
     """This process's temporary files (TensorFlow's ``__autograph_generated_file*.py``, a
-    multi-host process's scratch folder, those of its child processes) go into
-    ``<temp>/tpipe-<pid>/``, removed when the process ends (``name``: the entry point, kept for
-    the callers; the folder is named by pid alone, to keep socket paths short). A process killed
-    with ``kill -9`` cannot remove it: the folders of dead processes are removed here first.
-    None (the temporary folder as it was) if the temporary folder is not writable."""
+    multi-host process's scratch folder, those of its child processes) go into a folder of its
+    own, ``<temp>/tpipe-XXXXXXXX/`` (``tempfile.mkdtemp``: an unpredictable name, mode 0700;
+    short, to keep socket paths short; ``name``, the entry point, is kept for the callers),
+    removed when the process ends. A process killed with ``kill -9`` cannot remove it: the
+    folders of dead processes are removed here first. None (the temporary folder as it was)
+    if the temporary folder is not writable."""
     global _own
     if _own is not None:
         return _own[0]
     base = Path(tempfile.gettempdir())
     _remove_dead(base)
-    folder = base / f"{TEMP_PREFIX}{os.getpid()}"
     try:
-        shutil.rmtree(folder, ignore_errors=True)  # a dead process's with this pid, half made
-        folder.mkdir()
-        _own = folder, take(folder / TEMP_LOCK), os.getpid()
+        folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base))
+    except OSError:
+        return None
+    try:
+        _own = folder, _lock_new(folder), os.getpid()
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
         return None
     tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
     atexit.register(remove_own_temp_folder)  # runs after TensorFlow's own exit handlers
     return folder
+
+
+def _lock_new(folder: Path) -> int:
+    """The lock of a folder just made: written under another name and renamed, so that a sweep
+    never finds ``.lock`` unlocked or empty while its process lives."""
+    folder_fd = os.open(folder, _NOFOLLOW_DIR)
+    try:
+        new = TEMP_LOCK + "-new"
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(new, flags, 0o600, dir_fd=folder_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.pwrite(fd, _holder(), 0)
+            os.rename(new, TEMP_LOCK, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+    finally:
+        os.close(folder_fd)
 
 
 @contextlib.contextmanager
@@ -106,25 +139,74 @@ def in_system_temp():
 
 
 def remove_own_temp_folder() -> None:
-    """Called at exit (and before ``os._exit``, which skips exit handlers)."""
+    """Called at exit (and before ``os._exit``, which skips exit handlers). Removes the folder
+    only if it is still this process's: a real folder of this user holding the lock it holds."""
     global _own
     if _own is None or _own[2] != os.getpid():  # a forked child's exit leaves it to its parent
         return
     folder, fd, _ = _own
     _own = None
-    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError), _opened_if_ours(folder) as folder_fd:
+        lock = os.stat(TEMP_LOCK, dir_fd=folder_fd, follow_symlinks=False)
+        if os.path.samestat(lock, os.fstat(fd)):
+            _remove(folder, folder_fd)
     os.close(fd)
 
 
 def _remove_dead(base: Path) -> None:
-    """Remove the temporary folders of processes that ended without removing theirs."""
-    for folder in base.glob(f"{TEMP_PREFIX}*"):
-        match = re.fullmatch(rf"{TEMP_PREFIX}\d+", folder.name)
-        if not match or folder.is_symlink() or not folder.is_dir():
-            continue
-        try:  # only a folder with our lock file in it: anything else is not ours to remove
-            fd = take(folder / TEMP_LOCK, create=False)
-        except (Held, OSError):  # a live process's, or no lock file (not ours, or half made)
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        os.close(fd)
+    """Remove the temporary folders of processes that ended without removing theirs: only a
+    name ``tempfile.mkdtemp`` gives (``tpipe-`` and 8 characters), a real folder (not a
+    symlink) of this user that no one else may enter, holding a lock file that is a regular
+    file of this user (one link, not a symlink) and that no live process holds. Nothing is
+    written; anything else is left as it is."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            if _OURS.fullmatch(name):
+                with contextlib.suppress(OSError), _opened_if_ours(base / name) as folder_fd:
+                    _remove_if_dead(base / name, folder_fd)
+
+
+def _remove_if_dead(folder: Path, folder_fd: int) -> None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # no O_CREAT
+    lock = os.open(TEMP_LOCK, flags, dir_fd=folder_fd)
+    try:
+        seen = os.fstat(lock)
+        if not stat.S_ISREG(seen.st_mode) or seen.st_uid != os.geteuid() or seen.st_nlink != 1:
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process's
+            return
+        _remove(folder, folder_fd)
+    finally:
+        os.close(lock)
+
+
+@contextlib.contextmanager
+def _opened_if_ours(folder: Path):
+    """A descriptor of ``folder`` if it is a real folder (a symlink is not followed) of this
+    user, closed to group and others, as ``tempfile.mkdtemp`` makes it; OSError otherwise."""
+    seen = os.lstat(folder)
+    mine = stat.S_ISDIR(seen.st_mode) and seen.st_uid == os.geteuid()
+    if not mine or stat.S_IMODE(seen.st_mode) & 0o077:
+        raise NotADirectoryError(f"{folder} is not one of our temporary folders")
+    folder_fd = os.open(folder, _NOFOLLOW_DIR)
+    try:
+        if not os.path.samestat(os.fstat(folder_fd), seen):  # replaced since the lstat
+            raise NotADirectoryError(f"{folder} was replaced")
+        yield folder_fd
+    finally:
+        os.close(folder_fd)
+
+
+def _remove(folder: Path, folder_fd: int) -> None:
+    """Remove what is inside the opened folder (through its descriptor: no symlink followed),
+    then the folder."""
+    for name in os.listdir(folder_fd):
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
+                shutil.rmtree(name, dir_fd=folder_fd)
+            else:
+                os.unlink(name, dir_fd=folder_fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)

@@ -63,10 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def image_files(paths: list[Path]) -> list[Path]:
-    """The given files as they are, plus every image file under the given folders, no duplicates.
+def image_files(paths: list[Path]) -> tuple[list[Path], int]:
+    """The given files as they are, plus every image file under the given folders, no
+    duplicates; and how many files were passed over (each kind named in one warning line).
 
-    Folders are searched as prepare searches a class folder (sources.image_files_under).
+    Folders are searched as prepare searches a class folder (sources.image_files_under). Only
+    regular files are read: a FIFO, a socket or a device would block the read.
     """
     found: dict[Path, None] = {}
     listings = []
@@ -78,14 +80,18 @@ def image_files(paths: list[Path]) -> list[Path]:
                 found.setdefault(child)
         elif path.is_file():
             found.setdefault(path)
+        elif path.exists():
+            listings.append(FolderListing(not_regular=[path]))
         else:
             raise PipelineError(f"{path} does not exist; give image files or folders of images")
-    FolderListing.merged(listings).warn()
+    listing = FolderListing.merged(listings)
+    listing.warn()
     if not found:
+        skipped = f"; skipped {listing.skipped} file(s)" if listing.skipped else ""
         raise PipelineError(
-            f"no image files ({FORMATS_EXAMPLE}) in {', '.join(str(p) for p in paths)}"
+            f"no image files ({FORMATS_EXAMPLE}) in {', '.join(str(p) for p in paths)}{skipped}"
         )
-    return list(found)
+    return list(found), listing.skipped
 
 
 def read_image(path: Path, size: int):
@@ -102,8 +108,9 @@ def top_classes(probabilities, class_names: list[str], k: int) -> list[tuple[str
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
-def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
-    """Print the top-k classes of every readable image; return them as CSV rows."""
+def classify(args, files: list[Path], class_names: list[str]) -> tuple[list[tuple], int]:
+    """Print the top-k classes of every readable image; return them as CSV rows, and how many
+    images could not be read."""
     import numpy as np
 
     from .runtimes import load
@@ -131,7 +138,7 @@ def classify(args, files: list[Path], class_names: list[str]) -> list[tuple]:
             rows += [(str(path), rank, name, f"{p:.6f}") for rank, (name, p) in enumerate(best, 1)]
     if not readable:
         raise PipelineError(f"none of the {len(files)} image file(s) could be read")
-    return rows
+    return rows, len(files) - readable
 
 
 def _check_own_csv(path: Path) -> None:
@@ -166,21 +173,33 @@ def main(argv: list[str] | None = None) -> None:
             f"that trained {args.model} (data/prepared/classes.json in the project)"
         )
     class_names = load_class_names(args.classes)
-    files = image_files(args.paths)
+    files, skipped = image_files(args.paths)
     if args.csv is None:
-        classify(args, files, class_names)
+        _, unreadable = classify(args, files, class_names)
+        if skipped + unreadable:
+            print(f"tl-predict: {_counts(files, skipped, unreadable)}", file=sys.stderr)
         return
     if args.csv.suffix.lower() != ".csv":
         raise PipelineError(f"--csv {args.csv}: give a file name ending in .csv")
     _check_own_csv(args.csv)
     # The partial CSV is created on entering: an unwritable path fails before any prediction.
     with StageOutputs("tl-predict", files=[args.csv], inputs=[*args.paths, *files]) as outputs:
-        rows = classify(args, files, class_names)
+        rows, unreadable = classify(args, files, class_names)
         with open(outputs.path(args.csv), "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
             writer.writerows(rows)
-    print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr, flush=True)
+    counts = f"; {_counts(files, skipped, unreadable)}" if skipped + unreadable else ""
+    print(f"wrote {len(rows)} rows to {args.csv}{counts}", file=sys.stderr, flush=True)
+
+
+def _counts(files: list[Path], skipped: int, unreadable: int) -> str:
+    """The last line's count of what was classified and what was not."""
+    classified = len(files) - unreadable
+    return (
+        f"classified {classified} image(s), skipped {skipped + unreadable} file(s) "
+        "(see the warnings above)"
+    )
 
 
 if __name__ == "__main__":

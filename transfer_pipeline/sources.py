@@ -25,6 +25,7 @@ from .images import (
     check_image_header,
     decode_into,
     image_suffixes,
+    not_regular,
 )
 from .progress import ProgressBar
 
@@ -43,6 +44,7 @@ class Dataset:
     sources: list[str]  # where each image came from (batch file + row, or image path)
     images: np.ndarray | None = None  # uint8, (N, H, W, 3): CIFAR
     image_size: int | None = None  # image folders: decoded to image_size x image_size
+    skipped: int = 0  # image folders: files passed over (not images, unreadable, ...)
 
     def decode_all(self, workers: int = 1) -> np.ndarray:
         """Every image in memory (for small data and tests; the stage never does this)."""
@@ -64,6 +66,7 @@ class Dataset:
             [self.sources[i] for i in keep],
             None if self.images is None else self.images[keep],
             self.image_size,
+            self.skipped + len(unreadable),
         )
         _check_every_class_has_images(dataset, self.class_names)
         return dataset
@@ -228,7 +231,8 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
         raise PipelineError(f"{root} needs at least two class subfolders, found {len(class_dirs)}")
     per_class = [image_files_under(class_dir, root) for class_dir in class_dirs]
     linked_dirs = [e for e in entries if e.is_dir() and e.is_symlink()]
-    FolderListing.merged([FolderListing(symlinks_not_followed=linked_dirs), *per_class]).warn()
+    listed = FolderListing.merged([FolderListing(symlinks_not_followed=linked_dirs), *per_class])
+    listed.warn()
     labels, sources, bad = [], [], []
     for label, listing in enumerate(per_class):
         for path in listing.images:
@@ -241,7 +245,11 @@ def load_image_folder(root: Path, size: int, bad_images: str) -> Dataset:
             sources.append(str(path))
     report_unreadable(bad, bad_images)
     dataset = Dataset(
-        np.asarray(labels, np.int64), [d.name for d in class_dirs], sources, image_size=size
+        np.asarray(labels, np.int64),
+        [d.name for d in class_dirs],
+        sources,
+        image_size=size,
+        skipped=listed.skipped + len(bad),
     )
     _check_every_class_has_images(dataset, [str(d) for d in class_dirs])
     return dataset
@@ -275,6 +283,7 @@ class FolderListing:
     images: list[Path] = field(default_factory=list)
     not_images: list[Path] = field(default_factory=list)
     symlinks_not_followed: list[Path] = field(default_factory=list)
+    not_regular: list[Path] = field(default_factory=list)  # FIFOs, sockets, devices
 
     @classmethod
     def merged(cls, listings: list[FolderListing]) -> FolderListing:
@@ -282,14 +291,26 @@ class FolderListing:
             [path for listing in listings for path in listing.images],
             [path for listing in listings for path in listing.not_images],
             [path for listing in listings for path in listing.symlinks_not_followed],
+            [path for listing in listings for path in listing.not_regular],
         )
 
+    @property
+    def skipped(self) -> int:
+        """How many files (and symlinked folders) were passed over."""
+        return len(self.not_images) + len(self.symlinks_not_followed) + len(self.not_regular)
+
     def warn(self) -> None:
-        """One warning line for the files that are not images, one for the symlinks skipped."""
+        """One warning line for the files that are not images, one for the symlinks skipped,
+        one for the files that are not regular files."""
         _warn_ignored(self.not_images, "file(s) that are not images")
         _warn_ignored(
             self.symlinks_not_followed,
             "symlink(s) that lead to a folder, nowhere, or out of the folder searched",
+        )
+        _warn_ignored(
+            self.not_regular,
+            "file(s) that are not regular files (a FIFO, a socket or a device: reading one "
+            "could wait forever)",
         )
 
 
@@ -306,7 +327,8 @@ def image_files_under(folder: Path, root: Path | None = None) -> FolderListing:
 
     Files and folders whose name starts with "." are ignored. Symlinked folders are not searched
     (no loops, no escape); a symlinked file is read only if it leads to a file inside root
-    (default: the folder itself).
+    (default: the folder itself). Only regular files are read: a FIFO, a socket or a device
+    named like an image is passed over (reading it could block for ever).
     """
     inside = Path(os.path.realpath(root or folder))
     suffixes = image_suffixes()
@@ -318,13 +340,27 @@ def image_files_under(folder: Path, root: Path | None = None) -> FolderListing:
         for path in (here / name for name in file_names if not name.startswith(".")):
             if path.is_symlink() and not _leads_to_a_file_inside(path, inside):
                 listing.symlinks_not_followed.append(path)
+            elif _not_a_regular_file(path):
+                listing.not_regular.append(path)
             elif path.suffix.lower() in suffixes:
                 listing.images.append(path)
             else:
                 listing.not_images.append(path)
-    for paths in (listing.images, listing.not_images, listing.symlinks_not_followed):
+    for paths in (
+        listing.images,
+        listing.not_images,
+        listing.symlinks_not_followed,
+        listing.not_regular,
+    ):
         paths.sort()
     return listing
+
+
+def _not_a_regular_file(path: Path) -> bool:
+    try:
+        return not_regular(os.stat(path).st_mode) is not None
+    except OSError:  # gone meanwhile, or not readable: its read says why
+        return False
 
 
 def _leads_to_a_file_inside(link: Path, folder: Path) -> bool:
