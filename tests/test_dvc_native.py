@@ -46,12 +46,16 @@ def test_readmes_in_dependency_folders_are_not_dependencies():
     assert "README.md" in ignored
 
 
-def test_metrics_show_fits_a_terminal(pipeline):
+def test_metrics_show_has_every_accuracy_with_its_interval_and_count(pipeline):
     table = pipeline.dvc("metrics", "show").stdout.splitlines()
     columns = table[0].split()
-    # Path + 23 metrics: the stages' own, plus the exported formats' parity (images compared,
-    # changed class, near ties), latency_ms and size_mb.
-    assert "test_accuracy" in columns and len(columns) <= 24, columns
+    for accuracy in ("validation_accuracy", "test_accuracy", "head_only.test_accuracy"):
+        assert accuracy in columns, columns
+        assert {f"interval95.{accuracy}.low", f"interval95.{accuracy}.high"} <= set(columns)
+    assert {"images.validation", "images.test"} <= set(columns), columns
+    # Path + the stages' own metrics: a bound, so that no stage adds columns unnoticed (the
+    # everyday table is `dvc exp show` with README's flags: a few columns).
+    assert len(columns) <= 40, columns
     assert not any("precision" in column for column in columns)
 
 
