@@ -47,10 +47,18 @@ TINY = {
     "fine_tune": {"epochs": 2, "unfreeze": 20},
     "report": {"wrong_examples": 8},
     # The default formats (saved_model, onnx) with fewer timings. int8 of this untrained
-    # backbone's features is far off (53 % vs 97 % measured, 28 % vs 100 % on another CPU): how
-    # far is that CPU's rounding of an untrained net, so the tiny run only checks that
-    # litert_int8 converts and runs (any accuracy passes); 1.5 points is for a trained model.
-    "export": {"latency_runs": 10, "calibration_images": 50, "parity_int8_pp": 100.0},
+    # backbone's features is far off (53 % vs 97 % measured, 28 % vs 100 % on another CPU; 23
+    # of 60 images changed class, probabilities off by 0.98): how far is that CPU's rounding of
+    # an untrained net, so the tiny run only checks that litert_int8 converts and runs. The
+    # int8 bounds are checked where they can fail: on a trained model in process
+    # (test_export.py::test_an_int8_export_with_two_classes_swapped_fails_its_own_bounds).
+    "export": {
+        "latency_runs": 10,
+        "calibration_images": 50,
+        "parity_int8_pp": 100.0,
+        "parity_int8_changed_pp": 100.0,
+        "parity_int8_probability": 1.0,
+    },
     # float32 on every CPU: the tests compare numbers between runs and machines, and auto
     # chooses by timing (precision.py; its own tests are in test_precision.py).
     "compute": {"precision": "float32"},

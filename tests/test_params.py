@@ -126,6 +126,7 @@ def test_the_default_export_is_a_server_set_with_the_issues_parity_limits():
     export = validate(default_params())["export"]
     assert export["formats"] == ["saved_model", "onnx"]
     assert export["parity_pp"] == 0.1 and export["parity_int8_pp"] == 1.5
+    assert export["parity_int8_changed_pp"] == 3.0 and export["parity_int8_probability"] == 0.3
 
 
 def test_each_export_stage_reads_only_its_declared_params(monkeypatch):
@@ -136,6 +137,8 @@ def test_each_export_stage_reads_only_its_declared_params(monkeypatch):
         "parity_images",
         "parity_pp",
         "parity_int8_pp",
+        "parity_int8_changed_pp",
+        "parity_int8_probability",
     }
     assert load_params("export@onnx") == load_params("export")
     assert load_params("report")["export"] == {"formats": ["saved_model", "onnx"]}

@@ -272,6 +272,8 @@ SCHEMA = {
     "export.parity_images": _parity_images,
     "export.parity_pp": _float(0.0, 100.0),
     "export.parity_int8_pp": _float(0.0, 100.0),
+    "export.parity_int8_changed_pp": _float(0.0, 100.0),
+    "export.parity_int8_probability": _float(0.0, 1.0),
     "report.reference_accuracy": _float(0.0, 1.0),
     "report.wrong_examples": _int(0, 100),
 }
