@@ -57,6 +57,7 @@ def main() -> None:
         size_bytes,
     )
     from transfer_pipeline.model import load_model
+    from transfer_pipeline.statistics import accuracy_figures
     from transfer_pipeline.store import load_split
 
     test_x, test_y = load_split(args.prepared, "test")
@@ -79,12 +80,19 @@ def main() -> None:
         parity = compare(args.format, keras_probabilities, runtime.predict_batches(images), labels)
         check_parity(args.format, parity, *bounds(args.format, params))
         runs = params["latency_runs"]
+        runtime_right = round(parity.runtime_accuracy * parity.images)
+        sample_interval = {
+            key: value
+            for key, value in accuracy_figures(runtime_right, parity.images).items()
+            if key in ("low", "high")
+        }
         metrics = {
             # The parity figures that fit `dvc metrics show`; the largest probability
             # difference is in the line printed below. Both accuracies are on the sample.
             "runtime_test_accuracy": round(parity.runtime_accuracy, 6),
             "keras_test_accuracy": round(parity.keras_accuracy, 6),
             "parity_images": parity.images,
+            "interval95": {"runtime_test_accuracy": sample_interval},  # the report's bars
             "changed_class": parity.changed,
             "near_ties": parity.near_ties,
             "latency_ms": round(runtimes.median_latency_ms(runtime, images, runs), 3),

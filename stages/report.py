@@ -18,6 +18,7 @@ from transfer_pipeline.live import read_history
 from transfer_pipeline.params import load_params, warnings_about
 from transfer_pipeline.store import load_class_names, load_split
 
+SEED_LABEL = "seed report"
 INPUTS = (
     "prepared",
     "train_head",
@@ -44,6 +45,10 @@ def main() -> None:
         raise PipelineError(f"report needs {', '.join(missing)}; run `dvc repro` first")
 
     evaluation = json.loads((args.evaluate / "metrics.json").read_text())
+    if "images" not in evaluation:  # written before evaluate counted its images
+        raise PipelineError(
+            f"{args.evaluate / 'metrics.json'} is from an older evaluate stage; run `dvc repro`"
+        )
     class_names = load_class_names(args.prepared)
     test_x, _ = load_split(args.prepared, "test")
     predictions = np.load(args.predictions)
@@ -72,6 +77,7 @@ def main() -> None:
         ),
     ]
     figures = {
+        "Test accuracy with its uncertainty": ("accuracy.png", None),  # drawn below
         "Training curves (head, then fine-tuning)": (
             "curves.png",
             report.training_curves(
@@ -95,6 +101,7 @@ def main() -> None:
 
     title = f"Transfer learning: {backbone['backbone']} on {params['data']['dataset']}"
     headline = report.headline_rows(evaluation, params["report"]["reference_accuracy"], fine_tuned)
+
     # Only the formats in params: files of formats removed since are stale.
     exports = {}
     for fmt in params["export"]["formats"]:
@@ -105,6 +112,23 @@ def main() -> None:
         if "keras_test_accuracy" not in exports[fmt]:  # written before it held Keras' side
             raise PipelineError(f"{path} is from an older export stage; run `dvc repro`")
     export_rows = report.export_rows(exports)
+    reference = params["report"]["reference_accuracy"]
+    comparisons = report.comparison_lines(predictions, evaluation, reference, fine_tuned)
+    test_images = evaluation["images"]["test"]
+    bars = [("head only", evaluation["head_only"]["test_accuracy"], test_images)] * fine_tuned
+    bars.append(
+        (
+            "fine-tuned" if fine_tuned else "backbone + head",
+            evaluation["test_accuracy"],
+            test_images,
+        )
+    )
+    bars += [
+        (f"{fmt} (parity sample)", m["runtime_test_accuracy"], m["parity_images"])
+        for fmt, m in exports.items()
+    ]
+    bars.append((SEED_LABEL, reference, report.SEED_TEST_IMAGES))
+    figures["Test accuracy with its uncertainty"] = ("accuracy.png", report.accuracy_bars(bars))
     per_class = report.per_class_rows(pd.read_csv(args.per_class))
     warnings = warnings_about(params)
     with outputs:
@@ -114,7 +138,14 @@ def main() -> None:
         captions = {caption: file for caption, (file, _) in figures.items()}
         (tmp / "report.md").write_text(
             report.markdown(
-                title, warnings, params_rows, headline, per_class, captions, export_rows
+                title,
+                warnings,
+                params_rows,
+                headline,
+                per_class,
+                captions,
+                export_rows,
+                comparisons,
             )
         )
         (tmp / "report.html").write_text(
@@ -126,6 +157,7 @@ def main() -> None:
                 per_class,
                 {c: tmp / f for c, f in captions.items()},
                 export_rows,
+                comparisons,
             )
         )
     print(f"report: {args.out / 'report.html'}", flush=True)

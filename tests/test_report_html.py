@@ -25,6 +25,8 @@ from conftest import copy_of
 from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
+from transfer_pipeline.statistics import describe_accuracy
+
 WINDOW = (1200, 4000)
 # Headless with everything that would reach the network off: it is closed on CI boxes.
 FLAGS = [
@@ -158,14 +160,18 @@ def test_report_reads_as_the_issue_asks(rendered, pipeline):
     text = page.text
     evaluation = json.loads((pipeline.path / "dvclive/evaluate/metrics.json").read_text())
     # Headline: both phases with this run's numbers, the seed's result beside them, the params.
+    images = evaluation["images"]["test"]
     for expected in (
         "head only",
-        f"{100 * evaluation['head_only']['test_accuracy']:.2f} %",
+        describe_accuracy(round(evaluation["head_only"]["test_accuracy"] * images), images),
         f"{evaluation['head_only']['test_loss']:.4f}",
         "fine-tuned",
-        f"{100 * evaluation['test_accuracy']:.2f} %",
+        describe_accuracy(round(evaluation["test_accuracy"] * images), images),
         f"{evaluation['test_loss']:.4f}",
-        "94.13 %",
+        "94.1 % (93.7-94.6 %, 10,000 images)",  # the seed's, with its own test split
+        "Fine-tuning against the head alone, on the same",
+        "Against the seed report's",
+        "Test accuracy with its uncertainty",
         "model.backbone",
         "resnet50",
         "fine_tune.lr",
@@ -235,9 +241,11 @@ def test_a_head_only_run_reports_its_one_model_once():
     from transfer_pipeline.report import headline_rows
 
     evaluation = {
+        "validation_accuracy": 0.3,
         "test_accuracy": 0.298,
         "test_loss": 1.9,
-        "head_only": {"test_accuracy": 0.298, "test_loss": 1.9},
+        "head_only": {"validation_accuracy": 0.3, "test_accuracy": 0.298, "test_loss": 1.9},
+        "images": {"validation": 60, "test": 500},
     }
     rows = headline_rows(evaluation, 0.9413, fine_tuned=False)
     assert [row[0] for row in rows[:-1]] == [

@@ -14,7 +14,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .statistics import (  # noqa: E402
+    PairedComparison,
+    describe_accuracy,
+    unpaired_difference,
+    wilson_interval,
+)
+
 SEED_REPORT = "seed report (Xception, 2021)"
+SEED_TEST_IMAGES = 10_000  # the seed report's test split: its accuracy's own image count
 EXPORT_TITLE = "Exported models (parity sample of the test set, this machine's CPU)"
 EXPORT_NOTE = (
     "Accuracy measured in each format's own runtime (ONNX Runtime, the SavedModel signature, "
@@ -29,6 +37,9 @@ FIGURE_NOTES = {
     "confusion.png": "Rows: true class, columns: predicted class; counts of test images.",
     "wrong.png": "Wrong test predictions of the fine-tuned model, most confident first: "
     "true label, predicted label and its probability.",
+    "accuracy.png": "Each accuracy with its 95 % Wilson interval and its number of images. "
+    "Intervals that overlap do not mean that two models on the same test images are alike: "
+    "the paired comparison below the test table decides that.",
 }
 
 
@@ -100,24 +111,87 @@ def save_figure(fig, path: Path) -> None:
 
 def headline_rows(
     evaluation: dict, reference: float, fine_tuned: bool = True
-) -> list[tuple[str, str, str]]:
-    """The test table: head only and fine-tuned; a head-only run (fine_tune.epochs 0) has one
+) -> list[tuple[str, str, str, str]]:
+    """The test table: model, test accuracy with its interval and images, the validation
+    accuracy of the weights it ships, test loss. A head-only run (fine_tune.epochs 0) has one
     model, so one row (evaluate scores it once, from the cached float32 test features)."""
-    shipped = (_pct(evaluation["test_accuracy"]), f"{evaluation['test_loss']:.4f}")
+    images, val_images = evaluation["images"]["test"], evaluation["images"]["validation"]
+    shipped = (
+        _accuracy(evaluation["test_accuracy"], images),
+        _accuracy(evaluation["validation_accuracy"], val_images),
+        f"{evaluation['test_loss']:.4f}",
+    )
+    seed = (SEED_REPORT, _accuracy(reference, SEED_TEST_IMAGES), "n/a", "n/a")
     if not fine_tuned:
-        return [
-            ("backbone + head, backbone frozen (fine_tune.epochs 0)", *shipped),
-            (SEED_REPORT, _pct(reference), "n/a"),
-        ]
+        return [("backbone + head, backbone frozen (fine_tune.epochs 0)", *shipped), seed]
+    head = evaluation["head_only"]
     return [
         (
             "head only (frozen backbone)",
-            _pct(evaluation["head_only"]["test_accuracy"]),
-            f"{evaluation['head_only']['test_loss']:.4f}",
+            _accuracy(head["test_accuracy"], images),
+            _accuracy(head["validation_accuracy"], val_images),
+            f"{head['test_loss']:.4f}",
         ),
         ("fine-tuned", *shipped),
-        (SEED_REPORT, _pct(reference), "n/a"),
+        seed,
     ]
+
+
+HEADLINE_HEADER = ["model", "test accuracy (95 %, images)", "validation accuracy", "test loss"]
+
+
+def comparison_lines(
+    predictions, evaluation: dict, reference: float, fine_tuned: bool = True
+) -> list[str]:
+    """Plain sentences under the test table: fine-tuned against head only on the same test
+    images (paired: images fixed and broken, McNemar), and ours against the seed's accuracy
+    (unpaired: its own 10,000 images)."""
+    labels = predictions["labels"]
+    lines = []
+    if fine_tuned:
+        compared = PairedComparison.of(
+            labels, predictions["head_only"].argmax(1), predictions["fine_tuned"].argmax(1)
+        )
+        low, high = compared.difference_interval()
+        lines.append(
+            f"Fine-tuning against the head alone, on the same {compared.images:,} test images: "
+            f"it fixed {compared.only_second} that the head got wrong and broke "
+            f"{compared.only_first} that it got right, {100 * compared.difference:+.1f} points "
+            f"(paired 95 %: {100 * low:+.1f} to {100 * high:+.1f}); "
+            + compared.verdict("the head alone", "the fine-tuned model")
+        )
+    images = len(labels)
+    ours = round(evaluation["test_accuracy"] * images)
+    seed = round(reference * SEED_TEST_IMAGES)
+    difference, low, high, p_value = unpaired_difference(seed, SEED_TEST_IMAGES, ours, images)
+    lines.append(
+        f"Against the seed report's {describe_accuracy(seed, SEED_TEST_IMAGES)}: this run's "
+        f"{describe_accuracy(ours, images)}, {100 * difference:+.1f} points (95 %: "
+        f"{100 * low:+.1f} to {100 * high:+.1f}; unpaired, other test images: Fisher's exact "
+        f"p = {p_value:.2g})."
+    )
+    return lines
+
+
+def accuracy_bars(entries: list[tuple[str, float, int]]):
+    """Accuracies as points with their 95 % Wilson intervals as error bars: (label, accuracy,
+    images) each, top to bottom."""
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(entries) + 1.2))
+    for row, (_, accuracy, images) in enumerate(entries):
+        low, high = wilson_interval(round(accuracy * images), images)
+        ax.errorbar(
+            100 * accuracy,
+            row,
+            xerr=[[100 * (accuracy - low)], [100 * (high - accuracy)]],
+            fmt="o",
+            capsize=4,
+        )
+    ax.set_yticks(range(len(entries)), [f"{label} ({images:,})" for label, _, images in entries])
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy, % (95 % interval; images in brackets)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
 
 
 EXPORT_HEADER = [
@@ -136,7 +210,7 @@ def export_rows(exports: dict[str, dict]) -> list[tuple]:
     return [
         (
             fmt,
-            _pct(m["runtime_test_accuracy"]),
+            _accuracy(m["runtime_test_accuracy"], m["parity_images"]),
             f"{100 * (m['runtime_test_accuracy'] - m['keras_test_accuracy']):+.2f} pp "
             f"on {m['parity_images']} images",
             f"{m['size_mb']:.1f}",
@@ -154,22 +228,31 @@ def per_class_rows(per_class: pd.DataFrame) -> list[tuple]:
     ]
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f} %"
+def _accuracy(value: float, images: int) -> str:
+    """ "82.0 % (78.4-85.1 %, 500 images)" from a stored accuracy and its image count."""
+    return describe_accuracy(round(value * images), images)
 
 
 def markdown(
-    title, warnings, params_rows, headline, per_class, figures: dict[str, str], exports=()
+    title,
+    warnings,
+    params_rows,
+    headline,
+    per_class,
+    figures: dict[str, str],
+    exports=(),
+    comparisons=(),
 ) -> str:
     lines = [f"# {title}", ""]
     lines += [f"> **Warning:** {warning}\n" for warning in warnings]
     lines += [
         "## Test results",
         "",
-        "| model | test accuracy | test loss |",
-        "|---|---|---|",
+        "| " + " | ".join(HEADLINE_HEADER) + " |",
+        "|" + "---|" * len(HEADLINE_HEADER),
     ]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in headline]
+    lines += ["| " + " | ".join(row) + " |" for row in headline]
+    lines += [""] + [f"- {line}" for line in comparisons]
     if exports:
         lines += ["", f"## {EXPORT_TITLE}", "", "| " + " | ".join(EXPORT_HEADER) + " |"]
         lines += ["|" + "---|" * len(EXPORT_HEADER)]
@@ -193,7 +276,14 @@ def markdown(
 
 
 def html_page(
-    title, warnings, params_rows, headline, per_class, figures: dict[str, Path], exports=()
+    title,
+    warnings,
+    params_rows,
+    headline,
+    per_class,
+    figures: dict[str, Path],
+    exports=(),
+    comparisons=(),
 ) -> str:
     """One file with the images inlined as data URIs: it opens anywhere, offline."""
 
@@ -208,8 +298,9 @@ def html_page(
     sections = [f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings]
     sections += [
         "<h2>Test results</h2>",
-        table(["model", "test accuracy", "test loss"], headline),
+        table(HEADLINE_HEADER, headline),
     ]
+    sections += [f"<p>{html.escape(line)}</p>" for line in comparisons]
     if exports:
         sections += [
             f"<h2>{EXPORT_TITLE}</h2>",
