@@ -573,6 +573,89 @@ def test_dvc_killed_alone_then_rerun_names_its_stage_process_still_writing(tmp_p
     assert repo.dvc("status", "prepare", "--json").stdout.strip() == "{}"
 
 
+# fine_tune's outputs as the stage writes them (DVCLive into its staging folder): one epoch
+# logged, then it waits for a line on stdin (DVC deletes, and may restore, the stage's outputs
+# meanwhile), logs the next epoch, writes the rest and ends: the stage process of a killed `dvc`.
+ORPHANED_FINE_TUNE = """
+import sys
+from pathlib import Path
+from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.errors import exit_on_pipeline_error
+from transfer_pipeline.live import log_epoch, open_live
+
+@exit_on_pipeline_error
+def main():
+    live_folder, compute = Path("dvclive/fine_tune"), Path("compute/fine_tune.json")
+    outputs = StageOutputs.of_stage("fine_tune", files=[compute], live=live_folder)
+    epoch = dict(loss=1.0, accuracy=0.5, val_loss=1.0, val_accuracy=0.5)
+    with outputs:
+        live = open_live(outputs.path(live_folder))
+        log_epoch(live, epoch)
+        print(outputs.staging, flush=True)
+        sys.stdin.readline()
+        log_epoch(live, epoch)  # DVCLive makes the folders it writes into: the staging again
+        outputs.write_json(compute, {"epochs": 2})
+        live.end()
+
+main()
+"""
+
+
+@pytest.mark.parametrize("dvc_then", ["restored", "ran"])
+def test_a_staging_folder_an_orphaned_stage_made_again_is_removed_when_it_ends(tmp_path, dvc_then):
+    """`kill -9` of `dvc` alone during fine_tune, then `dvc repro`: DVC deletes the stage's
+    outputs, its staging folder with them, and restores them from its run-cache (or runs the
+    stage, which is refused while the old process holds the lock). The old stage process goes
+    on, and DVCLive makes the staging folder again for its next epoch. When that process ends
+    it replaces nothing and removes what it made again: the next `dvc repro` never runs a
+    stage it restored, so nothing else would (before: the folder outlived that `dvc repro`,
+    and a staging folder made again on the deleted one's inode passed for it, so the restored
+    outputs were replaced)."""
+    project = _project(tmp_path)
+    good = {  # the last good run's outputs: what DVC restores
+        "dvclive/fine_tune/metrics.json": "{}\n",
+        "dvclive/fine_tune/plots/metrics/loss.tsv": "step\tloss\n0\t0.5\n",
+    }
+
+    def write_good():
+        for name, text in good.items():
+            (project.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (project.path / name).write_text(text)
+
+    write_good()
+    writing = _python(
+        project.path, "-c", ORPHANED_FINE_TUNE, stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        staging = project.path / writing.stdout.readline().strip()
+        assert staging.parent == project.path / "dvclive/fine_tune/plots"
+        assert (staging / "fine_tune/plots/metrics/loss.tsv").is_file()  # the first epoch
+        shutil.rmtree(project.path / "dvclive/fine_tune/plots")  # DVC's remove_outs
+        (project.path / "dvclive/fine_tune/metrics.json").unlink()
+        if dvc_then == "restored":
+            write_good()
+        writing.stdin.write("go on\n")
+        writing.stdin.flush()
+        ended = _finished(writing)
+    finally:
+        writing.kill()
+        writing.wait()
+    assert _one_error_line(ended) == (
+        f"error: fine_tune: {staging.relative_to(project.path)} was removed while this run "
+        "wrote it (a `dvc repro` or `dvc checkout` since it started?); nothing was replaced"
+    )
+    assert not list(project.path.rglob(".partial-*"))
+    assert not list((project.path / ".dvc/tmp").glob("transfer-pipeline-*"))  # lock released
+    assert not (project.path / "compute/fine_tune.json").exists()
+    if dvc_then == "restored":
+        assert _tree(project.path / "dvclive") == {
+            name.removeprefix("dvclive/"): hashlib.md5(text.encode()).hexdigest()
+            for name, text in good.items()
+        }
+    else:  # plots/ made again, for the staging folder alone: removed with it
+        assert not (project.path / "dvclive/fine_tune/plots").exists()
+
+
 OWN_FOLDER = re.compile(r"tpipe-[a-z0-9_]{8}")  # tempfile.mkdtemp's name: not guessable
 
 # A process's own temporary folder with what a stage leaves there (a multi-host process's

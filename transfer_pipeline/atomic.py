@@ -18,7 +18,10 @@ line and touches nothing of the other's; the kernel releases a killed run's lock
 staging folder is known stale. Inside a declared output it is also removed by DVC
 itself: before `dvc repro` runs a stage or restores it from the run-cache, DVC deletes the
 stage's declared outputs (``Stage.run`` -> ``remove_outs``), ignored files included, so no
-partial outlives a stage that DVC brings back. A class without a folder output
+partial outlives a stage that DVC brings back. The run still writing (its ``dvc`` killed)
+finds at its end that its staging folder is not the one it made (the token in ``.run`` is
+gone, even if DVCLive made the folder again), replaces nothing and removes what it wrote
+since. A class without a folder output
 (``tl-predict --csv``, the download: ``StageOutputs(...)`` without dvc.yaml) writes
 ``.partial-<name>`` siblings instead.
 
@@ -35,6 +38,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +50,7 @@ from .locks import Held, release, take
 from .params import params_unchanged
 
 MARKER = ".pipeline-output"  # in every folder the pipeline writes: it may replace that folder
+RUN_TOKEN = ".run"  # in a staging folder: the token of the run that made it
 PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _READ_ONLY = {errno.EACCES, errno.EROFS, errno.EPERM}
@@ -267,7 +272,13 @@ class StageOutputs:
                     self.path(target).mkdir()
             return self
         self._make_partials()
-        self._staged = None if self.staging is None else os.stat(self.staging)
+        if self.staging is not None:  # this run's token: a staging folder made again (DVCLive,
+            self._token = secrets.token_hex(16)  # after DVC deleted it) lacks it, same inode or not
+            try:
+                (self.staging / RUN_TOKEN).write_text(self._token)
+            except OSError as error:
+                self._discard()
+                raise self._cannot_write(self.staging, error) from None
         return self
 
     def _make_partials(self) -> None:
@@ -319,9 +330,15 @@ class StageOutputs:
             self._discard()
             raise
         _before_replace_hook(self.stage)
-        if self.staging is not None and not _same(self.staging, self._staged):
+        if self.staging is not None and not self._still_staging():
             # DVC deletes a stage's outputs, and so its staging folder, before it runs or
             # restores the stage: a `dvc repro` since this run started (its `dvc` killed).
+            # What this run wrote since (DVCLive makes its folders again) is removed: nothing
+            # else would, as DVC never runs a stage it restored (no other run of this stage
+            # writes: this one holds the lock).
+            self._discard()
+            with contextlib.suppress(OSError):
+                self.host.rmdir()  # made again for the staging folder alone: now empty
             raise PipelineError(
                 f"{self.stage}: {self.staging} was removed while this run wrote it (a "
                 "`dvc repro` or `dvc checkout` since it started?); nothing was replaced"
@@ -336,6 +353,13 @@ class StageOutputs:
         if self.staging is not None:
             self._fill_host(next(source for source, target in moves if target == self.host))
         return False
+
+    def _still_staging(self) -> bool:
+        """The staging folder is the one this run made (its mark inside, with this run's token)."""
+        try:
+            return (self.staging / RUN_TOKEN).read_text() == self._token
+        except OSError:
+            return False
 
     def _fill_host(self, source: Path) -> None:
         """The folder that holds the staging folder gets its new contents last, entry by entry
@@ -372,13 +396,6 @@ def _move(source: Path, target: Path) -> None:
     if source.is_dir():  # two steps: os.replace cannot replace a non-empty folder
         _remove(target)
     os.replace(source, target)
-
-
-def _same(path: Path, before: os.stat_result) -> bool:
-    try:
-        return os.path.samestat(os.stat(path), before)
-    except FileNotFoundError:
-        return False
 
 
 def _before_replace_hook(stage: str) -> None:
