@@ -326,8 +326,11 @@ def test_an_export_with_balanced_flips_fails_though_its_accuracy_is_the_same():
     one = compare("onnx", keras_side, one_change, labels)
     check_parity("onnx", one, 0.1, max_difference=1.0)  # one change allowed (its probability
     # gate, 1e-3, is tested on its own below)
-    with pytest.raises(PipelineError, match=r"^onnx: 10 of 1000 test images changed class .*"
-                       r"\(allowed 1: 0.1 % of them\); test accuracy 95.00 % against"):
+    with pytest.raises(
+        PipelineError,
+        match=r"^onnx: 10 of 1000 test images changed class .*"
+        r"\(allowed 1: 0.1 % of them\); test accuracy 95.00 % against",
+    ):
         check_parity("onnx", parity, 0.1)
 
 

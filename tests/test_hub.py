@@ -177,10 +177,10 @@ def test_hub_by_name_failures_are_one_line_each(tmp_path, monkeypatch):
     """model.weights: imagenet, the preset by name: with the network unreachable and the
     preset not in kagglehub's cache, the offline line; a damaged download in the cache, a line
     naming the preset and the error."""
+    from blocked_imports.no_network import refuse_connections
+
     from transfer_pipeline.backbones import HUB_BACKBONES
     from transfer_pipeline.hub import load_backbone
-
-    from blocked_imports.no_network import refuse_connections
 
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
     refuse_connections(monkeypatch.setattr)  # this process's sockets: no variable lifts it
