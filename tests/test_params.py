@@ -83,6 +83,8 @@ def test_dvc_set_scientific_notation_is_read_as_a_number():
         ("export", "formats", ["onnx", "onnx"], "distinct formats"),
         ("export", "latency_runs", 0, "export.latency_runs = 0 is not allowed"),
         ("export", "parity_pp", -1, "expected a number >= 0.0"),
+        ("export", "parity_int8_changed_pp", 101, "export.parity_int8_changed_pp = 101 is not"),
+        ("export", "parity_int8_probability", 1.5, "export.parity_int8_probability = 1.5 is not"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(section, key, value, message):

@@ -345,3 +345,32 @@ def test_bfloat16_extraction_gives_the_float32_features_and_head_accuracy(pipeli
     clear = top_two[:, 1] - top_two[:, 0] > 0.05
     assert clear.any()
     np.testing.assert_array_equal(on_bf16.argmax(1)[clear], on_float32.argmax(1)[clear])
+
+
+def test_head_only_evaluate_under_mixed_bfloat16_gives_the_shipped_float32_models_classes(
+    pipeline_copy,
+):
+    """The path auto takes on a GPU or a bfloat16 CPU, forced: fine_tune.epochs 0 under mixed
+    bfloat16. evaluate's shortcut (the head on the cached test features, which the features
+    stage extracts in float32) must give the classes of the model it ships, the float32
+    extractor + head, run here on the test images in float32."""
+    from conftest import mixed_policies
+
+    repo = pipeline_copy
+    repo.set_params({"compute": {"precision": "mixed_bfloat16"}, "fine_tune": {"epochs": 0}})
+    result = repo.dvc("repro", "evaluate")
+    assert {"features", "train_head", "fine_tune", "evaluate"} <= repo.ran_stages(result.stdout)
+    for stage in ("features", "train_head", "fine_tune", "evaluate"):
+        assert repo.json(f"compute/{stage}.json")["precision"] == "mixed_bfloat16", stage
+    predictions = np.load(repo.path / "eval/predictions.npz")
+    # The shortcut was taken: the shipped model's predictions are the head's on the features.
+    np.testing.assert_array_equal(predictions["fine_tuned"], predictions["head_only"])
+    assert mixed_policies(repo.path / "models/fine_tuned.keras") == []
+    assert keras.config.dtype_policy().name == "float32"
+    shipped = load_model(repo.path / "models/fine_tuned.keras")
+    test_x = np.load(repo.path / "data/prepared/test_x.npy")
+    on_images = shipped.predict(test_x, batch_size=64, verbose=0)
+    np.testing.assert_array_equal(predictions["fine_tuned"].argmax(1), on_images.argmax(1))
+    # Both are the float32 computation, in batches of other shapes: the same numbers to float32
+    # rounding over ResNet50's sums, far below bfloat16's 2^-8 (4e-3).
+    np.testing.assert_allclose(predictions["fine_tuned"], on_images, rtol=0, atol=1e-4)

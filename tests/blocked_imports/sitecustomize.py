@@ -5,6 +5,8 @@ path never needs TensorFlow, and what a stage says when a backend is not install
 With RECORD_CALLBACK_DISPATCH=<file>, every Keras CallbackList of those processes also appends
 one JSON line to <file>: the script, its callbacks, and whether Keras' own
 `_configure_async_dispatch` lets train, test and predict steps run without waiting for them.
+
+With BLOCKED_NETWORK=1, every connection that leaves the machine is refused (no_network.py).
 """
 
 import importlib.abc
@@ -65,5 +67,9 @@ def _recorded(configure):
 
 
 sys.meta_path.insert(0, _BlockImports())
+if os.environ.get("BLOCKED_NETWORK") == "1":
+    from no_network import refuse_connections
+
+    refuse_connections()
 if DISPATCH_RECORD:
     sys.meta_path.insert(1, _RecordCallbackDispatch())
