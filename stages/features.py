@@ -43,10 +43,12 @@ def main() -> None:
     from numpy.lib.format import open_memmap
 
     from transfer_pipeline import compute
-    from transfer_pipeline.expected_time import expected_on_two_cpus
+    from transfer_pipeline.backbones import BLOCKS
+    from transfer_pipeline.blocks import top_fraction
+    from transfer_pipeline.expected_time import expected_run
     from transfer_pipeline.features import NOT_KEPT, extract_features
     from transfer_pipeline.feeding import predict_in_batches
-    from transfer_pipeline.model import build_feature_extractor, twin_extractor
+    from transfer_pipeline.model import backbone_of, build_feature_extractor, twin_extractor
     from transfer_pipeline.precision import TIMING_BATCH, images_per_s, under_policy
     from transfer_pipeline.saving import save_model
     from transfer_pipeline.store import SPLITS, load_split
@@ -99,10 +101,6 @@ def main() -> None:
         setup.precision_reason = f"{reason}; test split and saved model in float32"
     setup.announce()
     sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
-    setting["backend"] = params["compute"]["backend"]
-    expected = expected_on_two_cpus(setting, precision, sizes)
-    if expected and set(setup.devices) == {"cpu"}:  # the rates are a CPU's
-        print(f"features: {expected}", flush=True)
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
@@ -118,6 +116,17 @@ def main() -> None:
             extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
         )
         running.update(train=faster, val=faster)
+    if outputs.writer:
+        # The run's slow parts, from this machine's rate: a few batches of the extraction
+        # itself, timed now, before the long work (expected_time.py says how it is used).
+        rate = images_per_s(
+            lambda: predict_in_batches(running["train"], timed_images, len(timed_images)),
+            len(timed_images),
+        )
+        base = backbone_of(extractor)
+        name = backbone["backbone"]
+        fractions = {n: top_fraction(base, name, n) for n in (1, 2) if n <= BLOCKS.get(name, 0)}
+        print(f"features: {expected_run(rate, sizes, fractions)}", flush=True)
     rates = {}
     with outputs:
         for split in SPLITS:

@@ -66,8 +66,11 @@ def status_copy(pipeline, tmp_path_factory):
         ({"model": {"dropout": 0.1}}, {"train_head"}),
         # fine_tune times its model by backbone and size (compute.precision auto on a CPU).
         ({"model": {"image_size": 48}}, {"features", "fine_tune", "report"}),
-        ({"model": {"backbone": "mobilenet_v2"}}, {"features", "fine_tune", "report"}),
+        ({"model": {"backbone": "mobilenet_v2"}}, {"features", "boundary", "fine_tune", "report"}),
         ({"fine_tune": {"lr": 1e-4}}, {"fine_tune", "report"}),
+        # The cached part: another count of top blocks reruns the cache, never features.
+        ({"fine_tune": {"unfreeze": 1}}, {"boundary", "fine_tune", "report"}),
+        ({"fine_tune": {"augment": True}}, {"boundary", "fine_tune"}),
         ({"report": {"wrong_examples": 3}}, {"report"}),
         ({"data": {"val_size": 50}}, {"prepare", "report"}),
         ({"train_head": {"optimizer": "sgd"}}, {"train_head", "report"}),
@@ -75,11 +78,11 @@ def status_copy(pipeline, tmp_path_factory):
         ({"compute": {"distribute": "none"}}, {"train_head", "fine_tune"}),
         (
             {"compute": {"backend": "jax"}},
-            {"features", "train_head", "fine_tune", "evaluate"},
+            {"features", "train_head", "boundary", "fine_tune", "evaluate"},
         ),
         (  # the launcher is in the model stages' command too
             {"compute": {"backend": "jax", "distribute": "multi_host", "launcher": "srun"}},
-            {"features", "train_head", "fine_tune", "evaluate"},
+            {"features", "train_head", "boundary", "fine_tune", "evaluate"},
         ),
         ({"export": {"latency_runs": 5}}, EXPORTS),
         # A format removed: its stage is gone, the others stay valid; only the report changes.

@@ -4,23 +4,15 @@ random weights at the smallest sizes they accept."""
 
 from __future__ import annotations
 
-import shutil
-
 import keras
 import numpy as np
-import pytest
 
-from transfer_pipeline.backbones import BLOCKS
 from transfer_pipeline.blocks import (
-    boundaries,
-    cache_plan,
-    ensure_room,
     top_layers,
     trainable_top,
     trunk,
     write_cache,
 )
-from transfer_pipeline.errors import PipelineError
 from transfer_pipeline.feeding import ArrayBatches, one_hot
 from transfer_pipeline.model import (
     backbone_of,
@@ -43,7 +35,9 @@ def _twins(tmp_path, backbone="resnet50", size=32):
     save_model(extractor, tmp_path / "extractor.keras")
     save_model(head, tmp_path / "head.keras")
     return [
-        build_classifier(load_model(tmp_path / "extractor.keras"), load_model(tmp_path / "head.keras"))
+        build_classifier(
+            load_model(tmp_path / "extractor.keras"), load_model(tmp_path / "head.keras")
+        )
         for _ in range(2)
     ]
 

@@ -46,8 +46,6 @@ PLAN_FILE = "cache.json"  # in the boundary stage's folder: whether there is a c
 
 def cache_plan(backbone: str, settings: dict) -> str | None:
     """Why fine_tune runs through the whole model, or None: it trains from the cache."""
-    if settings["epochs"] == 0:
-        return "fine_tune.epochs 0 (head only): nothing is fine-tuned"
     if settings["unfreeze"] == "all":
         return "fine_tune.unfreeze all: every block trains"
     if settings["augment"]:
@@ -120,6 +118,16 @@ def trainable_top(classifier: keras.Model, backbone: str, blocks: int) -> keras.
     return keras.Model(inputs, head(part(inputs, training=False)), name="top_and_head")
 
 
+def copy_trained(top: keras.Model, classifier: keras.Model) -> None:
+    """The weights of a trained top part (``trainable_top``'s model, or one a checkpoint
+    brought back) into the classifier's layers of the same names."""
+    base = backbone_of(classifier.get_layer("feature_extractor"))
+    for layer in top.get_layer("top_blocks").layers:
+        if layer.weights:
+            base.get_layer(layer.name).set_weights(layer.get_weights())
+    classifier.get_layer("head").set_weights(top.get_layer("head").get_weights())
+
+
 def cache_bytes(images: int, shape, dtype: str = CACHE_DTYPE) -> int:
     return images * int(np.prod(shape)) * np.dtype(dtype).itemsize
 
@@ -130,12 +138,13 @@ def ensure_room(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if needed > free * 0.95:
         raise PipelineError(
-            f"{what} needs {_size(needed)} and the disk under {folder} has {_size(free)} free: "
-            "free some space, or set fine_tune.unfreeze to fewer blocks (or all)"
+            f"{what} needs {size_text(needed)} and the disk under {folder} has "
+            f"{size_text(free)} free: free some space, or set fine_tune.unfreeze to fewer "
+            "blocks (or all)"
         )
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"

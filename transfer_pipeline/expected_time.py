@@ -1,39 +1,51 @@
-"""What a run should take on a 2-core CPU, by arithmetic from rates the team measured there.
+"""What this run should take on this machine, from a rate measured on it in this run.
 
-Printed by the features stage when it starts; only for the setting the rates were measured
-for, nothing otherwise.
+The features stage times a few batches of its own forward pass before its long work and prints
+what the run's slow parts should take: the extraction, and one fine-tuning epoch through the
+whole base or of the top blocks from the boundary cache. No rate measured elsewhere is used.
+
+Training is estimated as TRAINING_FACTOR forward passes: the backward pass computes gradients
+with respect to both the activations and the weights, each about the forward's multiply-adds,
+so a step is about 3 forward passes (by FLOPs; on a 2-core Zen 3 the whole Xception base trained
+at 3.4, issue 46). Fine-tuning the top blocks from the cache costs their share of the base's
+multiply-adds (blocks.top_fraction) and the cache costs one pass of the blocks below.
 """
 
 from __future__ import annotations
 
-# Measured by the team (issue 26) through `dvc repro` on a 2-core CPU, with real CIFAR-10 and
-# Xception's ImageNet weights, TensorFlow, float32 at 224 px: features at 4.5 images/s, and one
-# fine-tuning epoch of the whole base (batch 32) over 2,000 train + 500 val images in 16 min.
-MEASURED_SETTING = {"backbone": "xception", "image_size": 224, "backend": "tensorflow"}
-EXTRACTION_IMAGES_PER_S = 4.5
-FINE_TUNE_EPOCH_S, FINE_TUNE_TRAIN, FINE_TUNE_VAL = 16 * 60, 2000, 500
+TRAINING_FACTOR = 3
 
 
-def expected_on_two_cpus(setting: dict, precision: str, sizes: dict[str, int]) -> str | None:
-    """What the features stage and each fine-tuning epoch should take on a 2-core CPU, by
-    arithmetic from the rates measured for one setting; None for any other setting or precision.
-    Validation images count at the extraction rate (inference only), training images at the
-    rest of the measured epoch."""
-    if setting != MEASURED_SETTING or precision != "float32":
-        return None
-    per_inference = 1 / EXTRACTION_IMAGES_PER_S
-    per_training = (FINE_TUNE_EPOCH_S - FINE_TUNE_VAL * per_inference) / FINE_TUNE_TRAIN
-    features = sum(sizes.values()) * per_inference
-    epoch = sizes["train"] * per_training + sizes["val"] * per_inference
+def expected_run(images_per_s: float, sizes: dict[str, int], top_fractions: dict) -> str:
+    """The estimate as one line: ``images_per_s`` is the measured forward rate, ``sizes`` the
+    images per split, ``top_fractions`` {blocks: share of the base's multiply-adds} (empty
+    where the backbone has no blocks to count)."""
+    train, val = sizes["train"], sizes["val"]
+    per_image = 1 / images_per_s
+    features = sum(sizes.values()) * per_image
+    epoch = (TRAINING_FACTOR * train + val) * per_image
+    parts = [
+        f"expected here: features about {format_duration(features)} for these "
+        f"{sum(sizes.values()):,} images; a fine-tuning epoch ({train:,} + {val:,} images) of "
+        f"the whole base about {format_duration(epoch)}"
+    ]
+    for blocks, share in top_fractions.items():
+        cache = (train + val) * (1 - share) * per_image
+        top_epoch = (TRAINING_FACTOR * train + val) * share * per_image
+        parts.append(
+            f"of the top {blocks} block{'s' if blocks > 1 else ''} from the cache about "
+            f"{format_duration(top_epoch)} ({share:.0%} of the arithmetic; the cache once, "
+            f"{format_duration(cache)})"
+        )
     return (
-        f"expected on a 2-core CPU: about {_minutes(features)} for these "
-        f"{sum(sizes.values()):,} images, then about {_minutes(epoch)} per fine-tuning epoch of "
-        "the whole base (arithmetic from rates measured for xception at 224 px in float32: "
-        f"{EXTRACTION_IMAGES_PER_S} images/s extracting, {FINE_TUNE_EPOCH_S // 60} min for an "
-        f"epoch over {FINE_TUNE_TRAIN:,} + {FINE_TUNE_VAL:,} images)"
+        "; ".join(parts)
+        + f" (measured here: {images_per_s:.1f} images/s forward; training taken as "
+        f"{TRAINING_FACTOR} forward passes, by FLOPs)"
     )
 
 
-def _minutes(seconds: float) -> str:
-    minutes = max(1, round(seconds / 60))
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
