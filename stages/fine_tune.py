@@ -50,7 +50,13 @@ def main() -> None:
     import numpy as np
 
     from transfer_pipeline import compute
-    from transfer_pipeline.blocks import PLAN_FILE, copy_trained, top_layers, trainable_top
+    from transfer_pipeline.blocks import (
+        PLAN_FILE,
+        AsFloat32,
+        copy_trained,
+        top_layers,
+        trainable_top,
+    )
     from transfer_pipeline.callbacks import (
         AfterEpochHook,
         EpochLog,
@@ -91,7 +97,8 @@ def main() -> None:
         # The blocks below the top ones never run here: the cache is their output (memory
         # mapped, read batch by batch).
         train_x, val_x = (
-            np.load(args.boundary / f"{split}.npy", mmap_mode="r") for split in ("train", "val")
+            AsFloat32(np.load(args.boundary / f"{split}.npy", mmap_mode="r"))
+            for split in ("train", "val")
         )
 
     def compiled_classifier(policy: str, quiet: bool = False) -> tuple[keras.Model, keras.Model]:

@@ -180,7 +180,7 @@ def test_the_expected_time_is_arithmetic_from_the_rate_measured_here():
         "once, 6 min)" in line
     )
     assert "of the top 1 block from the cache about 57 s" in line
-    assert "measured here: 5.6 images/s forward; training taken as 3 forward passes" in line
+    assert "measured here: the forward pass at 5.6 images a second; training taken as 3" in line
     assert "block" not in expected_run(5.6, sizes, {})  # a backbone without counted blocks
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from transfer_pipeline.backbones import BLOCKS
 from transfer_pipeline.blocks import (
+    AsFloat32,
     boundaries,
     cache_plan,
     ensure_room,
@@ -90,7 +91,12 @@ def test_training_the_top_block_from_the_cache_gives_the_weights_of_training_it_
     top16 = trainable_top(from_float16, backbone, blocks)
     unfreeze(base16, top_layers(base16, backbone, blocks))
     _compile(top16)
-    top16.fit(ArrayBatches(cache.astype(np.float16), labels, 4), epochs=2, shuffle=False, verbose=0)
+    top16.fit(
+        ArrayBatches(AsFloat32(cache.astype(np.float16)), labels, 4),
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+    )
 
     trained = _top_weights(through_model, backbone, blocks)
     assert len(trained) > 4  # the block's kernels and the head's

@@ -128,6 +128,21 @@ def copy_trained(top: keras.Model, classifier: keras.Model) -> None:
     classifier.get_layer("head").set_weights(top.get_layer("head").get_weights())
 
 
+class AsFloat32:
+    """A float16 cache (memory-mapped) read as float32 rows: the top part's input dtype, so no
+    float16 tensor reaches the backend (TensorFlow's oneDNN has no float16 kernels without
+    AVX-512 and says so)."""
+
+    def __init__(self, array):
+        self.array, self.shape = array, array.shape
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.asarray(self.array[rows], dtype=np.float32)
+
+
 def cache_bytes(images: int, shape, dtype: str = CACHE_DTYPE) -> int:
     return images * int(np.prod(shape)) * np.dtype(dtype).itemsize
 

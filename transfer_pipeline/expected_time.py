@@ -39,8 +39,8 @@ def expected_run(images_per_s: float, sizes: dict[str, int], top_fractions: dict
         )
     return (
         "; ".join(parts)
-        + f" (measured here: {images_per_s:.1f} images/s forward; training taken as "
-        f"{TRAINING_FACTOR} forward passes, by FLOPs)"
+        + f" (measured here: the forward pass at {images_per_s:.1f} images a second; training "
+        f"taken as {TRAINING_FACTOR} forward passes, by FLOPs)"
     )
 
 
