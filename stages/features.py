@@ -116,7 +116,7 @@ def main() -> None:
             extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
         )
         running.update(train=faster, val=faster)
-    if outputs.writer:
+    if not cluster.multi_host(params):  # several processes would have to time it together
         # The run's slow parts, from this machine's rate: a few batches of the extraction
         # itself, timed now, before the long work (expected_time.py says how it is used).
         rate = images_per_s(
