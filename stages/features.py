@@ -116,9 +116,11 @@ def main() -> None:
             extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
         )
         running.update(train=faster, val=faster)
-    if not cluster.multi_host(params):  # several processes would have to time it together
-        # The run's slow parts, from this machine's rate: a few batches of the extraction
-        # itself, timed now, before the long work (expected_time.py says how it is used).
+    # On a CPU (where a run takes long enough to plan; one process: several would have to
+    # time it together): the run's slow parts, from this machine's rate, a few batches of the
+    # extraction itself timed now, before the long work (expected_time.py says how it is used).
+    # It costs one more compilation of the predict step, at the timing batch.
+    if set(setup.devices) == {"cpu"} and not cluster.multi_host(params):
         rate = images_per_s(
             lambda: predict_in_batches(running["train"], timed_images, len(timed_images)),
             len(timed_images),

@@ -22,7 +22,7 @@ from pathlib import Path
 from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
+from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
 RESUME_DIR = Path(".resume/fine_tune")
@@ -64,7 +64,6 @@ def main() -> None:
         LiveEpochs,
         UnpaddedValLoss,
     )
-    from transfer_pipeline.errors import PipelineError
     from transfer_pipeline.feeding import ArrayBatches, one_hot
     from transfer_pipeline.live import log_epoch, log_summary, open_live
     from transfer_pipeline.model import (
@@ -87,7 +86,7 @@ def main() -> None:
     (train_x, train_y), (val_x, val_y) = (load_split(args.prepared, s) for s in ("train", "val"))
     steps_per_epoch = -(-len(train_x) // settings["batch_size"])
     blocks = settings["unfreeze"]
-    plan = _read_plan(args.boundary, PLAN_FILE, PipelineError)
+    plan = _read_plan(args.boundary / PLAN_FILE)
     if plan["cached"]:
         if plan["blocks"] != blocks:
             raise PipelineError(
@@ -273,12 +272,12 @@ def main() -> None:
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
 
 
-def _read_plan(folder: Path, name: str, error) -> dict:
+def _read_plan(path: Path) -> dict:
     """The boundary stage's cache.json: whether there is a cache (and its shape), or why not."""
     try:
-        return json.loads((folder / name).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        raise error(f"{folder / name} is missing or unreadable; run `dvc repro`") from None
+        raise PipelineError(f"{path} is missing or unreadable; run `dvc repro`") from None
 
 
 if __name__ == "__main__":
