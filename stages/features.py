@@ -43,12 +43,10 @@ def main() -> None:
     from numpy.lib.format import open_memmap
 
     from transfer_pipeline import compute
-    from transfer_pipeline.backbones import BLOCKS
-    from transfer_pipeline.blocks import top_fraction
-    from transfer_pipeline.expected_time import expected_run
+    from transfer_pipeline.expected_time import measure_and_expect
     from transfer_pipeline.features import NOT_KEPT, extract_features
     from transfer_pipeline.feeding import predict_in_batches
-    from transfer_pipeline.model import backbone_of, build_feature_extractor, twin_extractor
+    from transfer_pipeline.model import build_feature_extractor, twin_extractor
     from transfer_pipeline.precision import TIMING_BATCH, images_per_s, under_policy
     from transfer_pipeline.saving import save_model
     from transfer_pipeline.store import SPLITS, load_split
@@ -117,18 +115,26 @@ def main() -> None:
         )
         running.update(train=faster, val=faster)
     # On a CPU (where a run takes long enough to plan; one process: several would have to
-    # time it together): the run's slow parts, from this machine's rate, a few batches of the
-    # extraction itself timed now, before the long work (expected_time.py says how it is used).
-    # It costs one more compilation of the predict step, at the timing batch.
+    # time it together): the run's slow parts, from rates measured here now, before the long
+    # work: a few batches of the extraction itself and a few training steps of a throwaway
+    # copy (expected_time.py). It costs one more compilation of the predict step (at the
+    # timing batch) and the throwaway's training steps.
     if set(setup.devices) == {"cpu"} and not cluster.multi_host(params):
-        rate = images_per_s(
-            lambda: predict_in_batches(running["train"], timed_images, len(timed_images)),
-            len(timed_images),
+        throwaway = under_policy(
+            precision,
+            lambda: build_feature_extractor(
+                backbone["backbone"],
+                train_x.shape[1],
+                backbone["image_size"],
+                backbone["weights"],
+                load_weights=False,  # the architecture: timing needs no trained weights
+            ),
         )
-        base = backbone_of(extractor)
-        name = backbone["backbone"]
-        fractions = {n: top_fraction(base, name, n) for n in (1, 2) if n <= BLOCKS.get(name, 0)}
-        print(f"features: {expected_run(rate, sizes, fractions)}", flush=True)
+        expected = measure_and_expect(
+            running["train"], throwaway, backbone["backbone"], timed_images, sizes
+        )
+        print(f"features: {expected}", flush=True)
+        del throwaway
     rates = {}
     with outputs:
         for split in SPLITS:
