@@ -39,7 +39,6 @@ BLOCK_NAME = {
     "convnext_tiny": r"(.*_stage_\d+_block_\d+)_",
 }
 CACHE_DTYPE = "float16"  # why float16 is enough: docs/params.md (fine_tune.unfreeze)
-FLOAT16_MAX = 65504.0
 CHUNK_IMAGES = 512  # images computed and written at once: memory does not grow with the split
 PLAN_FILE = "cache.json"  # in the boundary stage's folder: whether there is a cache, and why
 
