@@ -57,7 +57,7 @@ SMOKE = {  # seconds on a CPU; every stage still runs its real code
     "model": {"backbone": "mobilenet_v2", "image_size": 32},
     "features": {"batch_size": 32},
     "train_head": {"epochs": 2, "batch_size": 8},
-    "fine_tune": {"epochs": 1, "batch_size": 16, "unfreeze": 10},
+    "fine_tune": {"epochs": 1, "batch_size": 16, "unfreeze": 2},  # blocks, from the cache
     # auto on a CPU times both precisions first (precision.py); on the device it is the GPU
     # rule, which needs no timing: the smoke leaves the CPU timing out.
     "compute": {"precision": "float32"},

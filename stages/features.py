@@ -43,7 +43,7 @@ def main() -> None:
     from numpy.lib.format import open_memmap
 
     from transfer_pipeline import compute
-    from transfer_pipeline.expected_time import expected_on_two_cpus
+    from transfer_pipeline.expected_time import measure_and_expect
     from transfer_pipeline.features import NOT_KEPT, extract_features
     from transfer_pipeline.feeding import predict_in_batches
     from transfer_pipeline.model import build_feature_extractor, twin_extractor
@@ -102,10 +102,6 @@ def main() -> None:
         setup.precision_reason = f"{reason}; test split and saved model in float32"
     setup.announce()
     sizes = {split: len(load_split(args.prepared, split)[1]) for split in SPLITS}
-    setting["backend"] = params["compute"]["backend"]
-    expected = expected_on_two_cpus(setting, precision, sizes)
-    if expected and set(setup.devices) == {"cpu"}:  # the rates are a CPU's
-        print(f"features: {expected}", flush=True)
     # Not under the distribution strategy: extracting under MirroredStrategy gave features
     # that no longer matched their labels (head accuracy 0.63 instead of 0.95 on the tiny
     # pipeline). Extraction runs once; distribution is for the training stages.
@@ -121,6 +117,27 @@ def main() -> None:
             extractor, backbone["backbone"], backbone["image_size"], precision, backbone["weights"]
         )
         running.update(train=faster, val=faster)
+    # On a CPU (where a run takes long enough to plan; one process: several would have to
+    # time it together): the run's slow parts, from rates measured here now, before the long
+    # work: a few batches of the extraction itself and a few training steps of a throwaway
+    # copy (expected_time.py). It costs one more compilation of the predict step (at the
+    # timing batch) and the throwaway's training steps.
+    if set(setup.devices) == {"cpu"} and not cluster.multi_host(params):
+        throwaway = under_policy(
+            precision,
+            lambda: build_feature_extractor(
+                backbone["backbone"],
+                train_x.shape[1],
+                backbone["image_size"],
+                backbone["weights"],
+                load_weights=False,  # the architecture: timing needs no trained weights
+            ),
+        )
+        expected = measure_and_expect(
+            running["train"], throwaway, backbone["backbone"], timed_images, sizes
+        )
+        print(f"features: {expected}", flush=True)
+        del throwaway
     rates = {}
     with outputs:
         for split in SPLITS:

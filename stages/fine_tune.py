@@ -1,4 +1,8 @@
-"""Stage fine_tune: unfreeze the backbone (kept in inference mode) and train the whole model.
+"""Stage fine_tune: unfreeze the backbone or its top blocks (kept in inference mode) and train.
+
+With fine_tune.unfreeze N and no augmentation it trains the top N blocks and the head from the
+boundary stage's cache of the output below them (the frozen blocks do not run); otherwise it
+trains the whole model as before. It saves the whole model either way.
 
 With fine_tune.epochs 0 (head only) it saves the frozen extractor and the head as one model,
 which evaluate, export, report and tl-predict use as they use a fine-tuned one.
@@ -7,17 +11,18 @@ Resumable: after each epoch a checkpoint goes to .resume/fine_tune/ (not a DVC o
 `dvc repro` after a crash or kill continues from the last completed epoch).
 
     python -m stages.fine_tune data/prepared models/feature_extractor.keras models/head.keras \
-        models/fine_tuned.keras dvclive/fine_tune compute/fine_tune.json
+        data/boundary models/fine_tuned.keras dvclive/fine_tune compute/fine_tune.json
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from transfer_pipeline import cluster
 from transfer_pipeline.atomic import StageOutputs
 from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
+from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.params import load_params
 
 RESUME_DIR = Path(".resume/fine_tune")
@@ -26,7 +31,7 @@ RESUME_DIR = Path(".resume/fine_tune")
 @exit_on_pipeline_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("prepared", "extractor", "head", "model"):
+    for name in ("prepared", "extractor", "head", "boundary", "model"):
         parser.add_argument(name, type=Path)
     parser.add_argument("live", type=Path, help="DVCLive folder: per-epoch curves, metrics.json")
     parser.add_argument("compute", type=Path, help="output JSON: what the stage ran on")
@@ -36,14 +41,22 @@ def main() -> None:
         "fine_tune",
         files=[args.model, args.compute],
         live=args.live,
-        inputs=[args.prepared, args.extractor, args.head],
+        inputs=[args.prepared, args.extractor, args.head, args.boundary],
         writer=cluster.writes(params),
     )
     select_backend(params["compute"]["backend"])
 
     import keras
+    import numpy as np
 
     from transfer_pipeline import compute
+    from transfer_pipeline.blocks import (
+        PLAN_FILE,
+        AsFloat32,
+        copy_trained,
+        top_layers,
+        trainable_top,
+    )
     from transfer_pipeline.callbacks import (
         AfterEpochHook,
         EpochLog,
@@ -72,10 +85,26 @@ def main() -> None:
     n_classes = len(load_class_names(args.prepared))
     (train_x, train_y), (val_x, val_y) = (load_split(args.prepared, s) for s in ("train", "val"))
     steps_per_epoch = -(-len(train_x) // settings["batch_size"])
+    blocks = settings["unfreeze"]
+    plan = _read_plan(args.boundary / PLAN_FILE)
+    if plan["cached"]:
+        if plan["blocks"] != blocks:
+            raise PipelineError(
+                f"{args.boundary} caches the output below {plan['blocks']} blocks, "
+                f"fine_tune.unfreeze is {blocks}: run `dvc repro` (it reruns the boundary stage)"
+            )
+        # The blocks below the top ones never run here: the cache is their output (memory
+        # mapped, read batch by batch).
+        train_x, val_x = (
+            AsFloat32(np.load(args.boundary / f"{split}.npy", mmap_mode="r"))
+            for split in ("train", "val")
+        )
 
-    def compiled_classifier(policy: str, quiet: bool = False) -> keras.Model:
-        """Extractor + head with the base unfrozen, compiled; the extractor in ``policy`` (a
-        twin with the same weights where the saved one has another)."""
+    def compiled_classifier(policy: str, quiet: bool = False) -> tuple[keras.Model, keras.Model]:
+        """Extractor + head with the base or its top blocks unfrozen, and the model that trains:
+        the same classifier, or (from the cache) its top blocks and head, which share its
+        layers; compiled. The extractor in ``policy`` (a twin with the same weights where the
+        saved one has another)."""
         extractor, head = load_model(args.extractor), load_model(args.head)
         drop_path_rate = settings["drop_path_rate"]  # null: the preset's own, as saved
         if policy != "float32" or drop_path_rate is not None:  # saved in float32 (saving.py)
@@ -89,7 +118,12 @@ def main() -> None:
             )
         augment_seed = params["seed"] if settings["augment"] else None
         classifier = build_classifier(extractor, head, augment_seed)
-        trainable = unfreeze(backbone_of(extractor), settings["unfreeze"])
+        base = backbone_of(extractor)
+        trained = "all" if blocks == "all" else top_layers(base, model["backbone"], blocks)
+        trainable = unfreeze(base, trained)
+        training = classifier
+        if plan["cached"]:
+            training = trainable_top(classifier, model["backbone"], blocks)
         lr_factors = None
         if settings["layer_decay"] < 1:  # transformer presets only (params.py checks)
             lr_factors = layer_decay_factors(
@@ -103,7 +137,7 @@ def main() -> None:
                 lr, settings["epochs"], settings["warmup_epochs"], steps_per_epoch
             )
         # Changing `trainable` only takes effect after compile(): compile after unfreezing.
-        classifier.compile(
+        training.compile(
             optimizer=optimizer(
                 settings["optimizer"],
                 lr,
@@ -115,12 +149,12 @@ def main() -> None:
             weighted_metrics=["accuracy"],  # the validation padding weighs 0 (feeding.py)
             jit_compile=compute.jit_compile(params),
         )
-        return classifier
+        return classifier, training
 
     def training_rate(policy: str) -> float:
         """A few of the stage's training steps on a throwaway copy, in ``policy``."""
         with setup.scope():
-            timed = compiled_classifier(policy, quiet=True)
+            _, timed = compiled_classifier(policy, quiet=True)
         x = train_x[:TIMING_TRAIN_BATCH]
         y = one_hot(train_y[:TIMING_TRAIN_BATCH], n_classes)
         return images_per_s(lambda: timed.train_on_batch(x, y), len(x))
@@ -154,6 +188,7 @@ def main() -> None:
                 "weights": model["weights"],
                 "stored_size": train_x.shape[1],
                 "unfreeze": settings["unfreeze"],
+                "from_cache": plan["cached"],
                 "optimizer": settings["optimizer"],
                 "batch": min(TIMING_TRAIN_BATCH, len(train_x)),
             },
@@ -164,13 +199,25 @@ def main() -> None:
     )
     keras.utils.set_random_seed(params["seed"])  # as if no copy had been built for timing
     setup.announce()
+    if plan["cached"]:
+        print(
+            f"fine_tune: the top {blocks} block(s) and the head train from {args.boundary} "
+            f"({' x '.join(map(str, plan['shape']))} {plan['dtype']} per image); the blocks "
+            "below do not run",
+            flush=True,
+        )
+    else:
+        print(f"fine_tune: through the whole model ({plan['reason']})", flush=True)
     with setup.scope():
         if resume:
             print(f"fine_tune: resuming after epoch {resume['epochs_done']} from {RESUME_DIR}")
-            classifier = checkpoints.load_latest()
+            training = checkpoints.load_latest()  # the whole model, or the top part
+            classifier = training
+            if plan["cached"]:  # the model to save, which the trained top part goes into
+                classifier, _ = compiled_classifier(setup.precision, quiet=True)
         else:
-            classifier = compiled_classifier(setup.precision)
-        synchronize_batchnorm(classifier, setup.synchronized_batchnorm)  # the head's
+            classifier, training = compiled_classifier(setup.precision)
+        synchronize_batchnorm(training, setup.synchronized_batchnorm)  # the head's
     first_epoch = resume["epochs_done"] if resume else 0
     train = ArrayBatches(
         train_x,
@@ -186,7 +233,7 @@ def main() -> None:
         for row in checkpoints.state["history"]:  # the epochs before a resume, logged again
             log_epoch(live, row)
         started = time.monotonic()
-        classifier.fit(
+        training.fit(
             train,
             validation_data=val,
             epochs=settings["epochs"],
@@ -204,7 +251,9 @@ def main() -> None:
         )
         state = checkpoints.state
         best = state["best"]
-        classifier.load_weights(checkpoints.best_weights_path())  # keep the best epoch
+        training.load_weights(checkpoints.best_weights_path())  # keep the best epoch
+        if training is not classifier:  # the top part: its layers are (or become) the model's
+            copy_trained(training, classifier)
         save_model(classifier, outputs.path(args.model))  # no optimizer state: see saving.py
         log_summary(
             live,
@@ -221,6 +270,14 @@ def main() -> None:
         outputs.write_json(args.compute, setup.record())
         live.end()
     checkpoints.clear()  # the run is complete: its outputs are saved, the checkpoint is stale
+
+
+def _read_plan(path: Path) -> dict:
+    """The boundary stage's cache.json: whether there is a cache (and its shape), or why not."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise PipelineError(f"{path} is missing or unreadable; run `dvc repro`") from None
 
 
 if __name__ == "__main__":

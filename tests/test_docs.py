@@ -12,7 +12,6 @@ from synthetic import write_cifar10_tarball
 
 from transfer_pipeline import params as params_module
 from transfer_pipeline.backbones import BACKBONES
-from transfer_pipeline.expected_time import expected_on_two_cpus
 from transfer_pipeline.params import declared_params, validate, warnings_about
 
 README = REPO_ROOT / "README.md"
@@ -46,9 +45,9 @@ def test_every_docs_page_is_in_the_readme_map():
     assert {f"docs/{page.name}" for page in PAGES} <= linked
 
 
-def test_the_first_cpu_run_is_a_small_run_with_the_readmes_expected_time(monkeypatch):
+def test_the_first_cpu_run_is_a_small_run_whose_expected_time_is_measured_here(monkeypatch):
     """The command of "A first result on a CPU": valid params, a note in the report that it is
-    a small run, and the features stage's estimate matching the README's minutes."""
+    a small run, and the features stage's estimate from this machine."""
     monkeypatch.chdir(REPO_ROOT)
     section = README.read_text().split("## A first result on a CPU")[1].split("\n## ")[0]
     command = section.split("```bash\n")[1].split("```")[0]
@@ -66,13 +65,8 @@ def test_the_first_cpu_run_is_a_small_run_with_the_readmes_expected_time(monkeyp
     params = validate(raw)
     (note,) = warnings_about(params_module._only(params, declared_params("report")))
     assert note.startswith("a small run, not the seed's recipe")
-    sizes = {split: params["data"][f"{split}_size"] for split in ("train", "val", "test")}
-    setting = {key: params["model"][key] for key in ("backbone", "image_size")}
-    line = expected_on_two_cpus({**setting, "backend": "tensorflow"}, "float32", sizes)
-    minutes = re.search(r"about (\d+) min for these ([\d,]+) images, then about (\d+) min", line)
-    features, images, epoch = minutes.groups()
-    assert f"features {features} minutes ({images} images)" in " ".join(section.split())
-    assert f"the fine-tuning epoch {epoch}" in " ".join(section.split())
+    # The estimate is this machine's (stages/features.py), never a figure from another CPU.
+    assert "prints what the run should take on this machine" in " ".join(section.split())
 
 
 def _blocks(page, language: str) -> list[str]:

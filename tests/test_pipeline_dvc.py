@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import EXPORTS, METRICS, STAGES, TF_STARTUP, copy_of
 
@@ -73,8 +74,11 @@ def status_copy(pipeline, tmp_path_factory):
         ({"model": {"dropout": 0.1}}, {"train_head"}),
         # fine_tune times its model by backbone and size (compute.precision auto on a CPU).
         ({"model": {"image_size": 48}}, {"features", "fine_tune", "report"}),
-        ({"model": {"backbone": "mobilenet_v2"}}, {"features", "fine_tune", "report"}),
+        ({"model": {"backbone": "mobilenet_v2"}}, {"features", "boundary", "fine_tune", "report"}),
         ({"fine_tune": {"lr": 1e-4}}, {"fine_tune", "report"}),
+        # The cached part: another count of top blocks reruns the cache, never features.
+        ({"fine_tune": {"unfreeze": 1}}, {"boundary", "fine_tune", "report"}),
+        ({"fine_tune": {"augment": True}}, {"boundary", "fine_tune"}),
         ({"report": {"wrong_examples": 3}}, {"report"}),
         # evaluate stores the data params with its predictions (which test split they are of)
         ({"data": {"val_size": 50}}, {"prepare", "evaluate", "report"}),
@@ -86,11 +90,11 @@ def status_copy(pipeline, tmp_path_factory):
         ({"compute": {"distribute": "none"}}, {"train_head", "fine_tune"}),
         (
             {"compute": {"backend": "jax"}},
-            {"features", "train_head", "fine_tune", "evaluate"},
+            {"features", "train_head", "boundary", "fine_tune", "evaluate"},
         ),
         (  # the launcher is in the model stages' command too
             {"compute": {"backend": "jax", "distribute": "multi_host", "launcher": "srun"}},
-            {"features", "train_head", "fine_tune", "evaluate"},
+            {"features", "train_head", "boundary", "fine_tune", "evaluate"},
         ),
         ({"export": {"latency_runs": 5}}, EXPORTS),
         # A format removed: its stage is gone, the others stay valid; only the report changes.
@@ -126,3 +130,38 @@ def test_logs_show_epochs_with_eta_and_stay_short_in_ci(pipeline):
     ours = "\n".join(line for line in log.splitlines() if not TF_STARTUP.match(line))
     assert "oneDNN" not in ours and "absl::InitializeLog" not in ours and "E0000" not in ours
     assert len(log) < 50_000
+
+
+def test_fine_tune_trains_the_top_blocks_from_the_boundary_cache_which_the_run_cache_restores(
+    pipeline, pipeline_copy
+):
+    """The tiny pipeline's unfreeze 2 (blocks) without augmentation: the boundary stage caches
+    the frozen blocks' output in float16, fine_tune trains from it; another unfreeze reruns the
+    cache, the old one comes back from the run-cache; augmentation caches nothing."""
+    log = pipeline.first_repro_log
+    assert "features: expected here: features about " in log
+    assert "of the top 2 blocks from the cache about " in log
+    assert "boundary: the cache below the top 2 blocks of resnet50 (1 x 1 x 2048 float16" in log
+    assert "fine_tune: the top 2 block(s) and the head train from data/boundary" in log
+    plan = pipeline.json("data/boundary/cache.json")
+    assert (plan["cached"], plan["blocks"], plan["dtype"]) == (True, 2, "float16")
+    cache = np.load(pipeline.path / "data/boundary/train.npy", mmap_mode="r")
+    assert cache.shape == (150, 1, 1, 2048) and cache.dtype == np.float16
+    assert np.isfinite(cache).all() and np.abs(cache).max() > 0
+
+    repo = pipeline_copy
+    repo.set_params({"fine_tune": {"unfreeze": 1}})
+    assert repo.ran_stages(repo.dvc("repro", "boundary").stdout) == {"boundary"}
+    assert repo.json("data/boundary/cache.json")["blocks"] == 1
+    repo.git("checkout", "-q", "params.yaml")
+    back = repo.dvc("repro", "boundary")
+    assert repo.ran_stages(back.stdout) == set() and repo.restored_stages(back.stdout) == {
+        "boundary"
+    }
+    assert repo.json("data/boundary/cache.json") == plan
+
+    repo.set_params({"fine_tune": {"augment": True}})
+    augmented = repo.dvc("repro", "boundary")
+    assert "boundary: no cache (fine_tune.augment" in augmented.stdout
+    kept = [p.name for p in (repo.path / "data/boundary").iterdir() if not p.name.startswith(".")]
+    assert kept == ["cache.json"]  # and the stage's own marker

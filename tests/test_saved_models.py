@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from transfer_pipeline.blocks import top_layers
 from transfer_pipeline.feeding import one_hot
 from transfer_pipeline.model import (
     backbone_of,
@@ -154,7 +155,8 @@ def test_a_model_trained_in_mixed_precision_is_saved_as_its_float32_computation(
         classifier = build_classifier(
             extractor, build_head(extractor.output.shape[-1], [8], 0.1, 3)
         )
-        unfreeze(backbone_of(extractor), 10)
+        base = backbone_of(extractor)
+        unfreeze(base, top_layers(base, "mobilenet_v2", 1))
         classifier.compile(optimizer="adam", loss="categorical_crossentropy")
         images = np.random.default_rng(0).integers(0, 256, (8, SIDE, SIDE, 3), dtype=np.uint8)
         classifier.train_on_batch(images, one_hot(np.arange(8) % CLASSES, CLASSES))

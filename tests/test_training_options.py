@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from transfer_pipeline.blocks import top_layers
 from transfer_pipeline.callbacks import EpochLog
 from transfer_pipeline.feeding import ArrayBatches
 from transfer_pipeline.model import (
@@ -48,12 +49,18 @@ def test_each_optimizer_param_builds_that_keras_optimizer():
     assert type(optimizer("adamw", 1e-3)) is keras.optimizers.AdamW
 
 
-def test_unfreezing_top_n_layers_trains_only_those_and_never_batchnorm(extractor):
+def test_unfreezing_the_top_blocks_trains_only_those_and_never_batchnorm(extractor):
     base = backbone_of(extractor)
-    unfreeze(base, 10)
-    top, rest = base.layers[-10:], base.layers[:-10]
+    unfreeze(base, top_layers(base, "mobilenet_v2", 1))
+    names = [layer.name for layer in base.layers]
+    first = names.index("block_16_expand")  # MobileNetV2's top block, then its last conv
+    top, rest = base.layers[first:], base.layers[:first]
     assert not any(layer.trainable_weights for layer in rest)
-    assert any(layer.trainable_weights for layer in top)
+    unfrozen = [layer for layer in top if not isinstance(layer, layers.BatchNormalization)]
+    assert all(layer.trainable for layer in unfrozen)
+    assert {"block_16_project", "Conv_1"} <= {
+        layer.name for layer in top if layer.trainable_weights
+    }
     batchnorms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
     assert batchnorms and not any(layer.trainable for layer in batchnorms)
     unfreeze(base, "all")

@@ -113,6 +113,24 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+# How many blocks fine_tune.unfreeze can count from the top of each keras.applications backbone
+# (blocks.py cuts them; a test checks these against the real models): Xception's 14 blocks
+# (1: block 14; 2: blocks 13 and 14, the exit flow), ResNet50's 16 bottleneck blocks,
+# InceptionV3's 11 mixed blocks (the lowest cannot be cut off), MobileNetV2's block_1 to
+# block_16, EfficientNet's blocks (1a, 2a, 2b, ...; the top convolution goes with the top
+# block), ConvNeXt's 18. KerasHub presets: unfreeze all only.
+BLOCKS = {
+    "xception": 14,
+    "resnet50": 16,
+    "inception_v3": 10,
+    "mobilenet_v2": 16,
+    "efficientnet_b0": 16,
+    "efficientnetv2_b0": 21,
+    "efficientnetv2_s": 40,
+    "convnext_tiny": 18,
+}
+
+
 @dataclass(frozen=True)
 class HubBackbone:
     """A KerasHub vision preset. ``model.backbone`` names it; ``model.weights: imagenet`` loads

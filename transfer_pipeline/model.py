@@ -229,9 +229,9 @@ def backbone_of(extractor: keras.Model) -> keras.Model:
     return next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
 
 
-def unfreeze(base: keras.Model, top_layers) -> int:
-    """Make the base (or only its top N layers) trainable, BatchNorm excepted; returns the
-    number of trainable weight tensors.
+def unfreeze(base: keras.Model, trained="all") -> int:
+    """Make the base (``"all"``) or only the given layers of it trainable (its top blocks:
+    blocks.top_layers), BatchNorm excepted; returns the number of trainable weight tensors.
 
     Keras 3 passes the outer ``training=True`` of ``fit()`` into nested models, overriding the
     ``training=False`` recorded in the graph. A BatchNormalization layer with
@@ -239,9 +239,10 @@ def unfreeze(base: keras.Model, top_layers) -> int:
     moving statistics never change (and, unlike Keras 2, its gamma/beta stay fixed too).
     """
     base.trainable = True
-    first_trained = 0 if top_layers == "all" else max(0, len(base.layers) - top_layers)
-    for index, layer in enumerate(base.layers):
-        layer.trainable = index >= first_trained  # explicit: the setter skips no-op changes
+    chosen = None if trained == "all" else {id(layer) for layer in trained}
+    for layer in base.layers:
+        # explicit for every layer: the setter skips no-op changes
+        layer.trainable = chosen is None or id(layer) in chosen
     for layer in all_layers(base):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .backbones import ALL_BACKBONES, BACKBONES, HUB_BACKBONES
+from .backbones import ALL_BACKBONES, BACKBONES, BLOCKS, HUB_BACKBONES
 from .backend import BACKENDS
 from .dvcfile import declared_params
 from .errors import PipelineError
@@ -176,7 +176,7 @@ def _unfreeze(value):
         return value, None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value, None
-    return None, "all, or an integer >= 1 (the number of top backbone layers to train)"
+    return None, "all, or an integer >= 1 (the number of top backbone blocks to train)"
 
 
 def _workers(value):
@@ -361,6 +361,17 @@ def _cross_checks(p: dict) -> list[str]:
             f"fine_tune.drop_path_rate = {p['fine_tune.drop_path_rate']} sets a preset's "
             f"stochastic depth; {p['model.backbone']} has none (presets with it: {with_it}); "
             f"set fine_tune.drop_path_rate: null"
+        )
+    unfreeze, backbone = p["fine_tune.unfreeze"], p["model.backbone"]
+    if unfreeze != "all" and unfreeze > BLOCKS.get(backbone, 0):
+        problems.append(
+            f"fine_tune.unfreeze = {unfreeze} counts blocks from the top of the base; "
+            + (
+                f"{backbone} has {BLOCKS[backbone]}: use 1 to {BLOCKS[backbone]}, or all"
+                if backbone in BLOCKS
+                else f"{backbone} is a KerasHub preset, which the pipeline does not cut into "
+                "blocks: use all"
+            )
         )
     if p["fine_tune.layer_decay"] < 1 and p["fine_tune.optimizer"] not in ("adam", "adamw"):
         problems.append("fine_tune.layer_decay < 1 works with fine_tune.optimizer adam or adamw")
