@@ -69,9 +69,9 @@ from flops import flops_per_image  # noqa: E402
 from input_overhead import step_seconds  # noqa: E402
 from synthetic import class_images  # noqa: E402
 
-from transfer_pipeline.features import extract_features  # noqa: E402
-from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
-from transfer_pipeline.model import (  # noqa: E402
+from transfer_pipeline.data.feeding import ArrayBatches, one_hot  # noqa: E402
+from transfer_pipeline.models.features import extract_features  # noqa: E402
+from transfer_pipeline.models.model import (  # noqa: E402
     build_classifier,
     build_feature_extractor,
     build_head,
@@ -167,8 +167,8 @@ def extraction_throughput(backbone, image_size, n_images, peak, dtype_policy=Non
 
 def compare_precisions(real_size: bool) -> None:
     """float32 vs mixed_bfloat16 on this machine: the facts `compute.precision: auto` uses."""
-    from transfer_pipeline.compute import cpu_bfloat16_flag
-    from transfer_pipeline.precision import NOISE
+    from transfer_pipeline.running.compute import cpu_bfloat16_flag
+    from transfer_pipeline.running.precision import NOISE
 
     backbone, size, n_images, batch = (
         ("xception", 224, 200, 16) if real_size else ("resnet50", 32, 1024, 32)
@@ -257,7 +257,7 @@ def compare_backbones() -> None:
     """Images/s of the features stage's extraction (its extractor and its extract_features
     loop) for DINOv2 small (KerasHub, random weights) and Xception at 224 px, batch 32, in
     float32 and, on a CPU with a native bfloat16 flag, mixed_bfloat16; alternated, best of 2."""
-    from transfer_pipeline.compute import cpu_bfloat16_flag
+    from transfer_pipeline.running.compute import cpu_bfloat16_flag
 
     flag = cpu_bfloat16_flag()
     print(

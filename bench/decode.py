@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transfer_pipeline.images import read_image, resize_for_model  # noqa: E402
+from transfer_pipeline.data.images import read_image, resize_for_model  # noqa: E402
 
 WIDTH, HEIGHT = 4000, 3000
 

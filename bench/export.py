@@ -28,13 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transfer_pipeline import runtimes  # noqa: E402
-from transfer_pipeline.export import FORMATS, convert, size_bytes  # noqa: E402
-from transfer_pipeline.model import (  # noqa: E402
+from transfer_pipeline.models.model import (  # noqa: E402
     build_classifier,
     build_feature_extractor,
     build_head,
 )
+from transfer_pipeline.shipping import runtimes  # noqa: E402
+from transfer_pipeline.shipping.export import FORMATS, convert, size_bytes  # noqa: E402
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ after the timed pipeline (gpu_pipeline.py).
     python bench/gpu.py --smoke    # tiny backbones and three rows on any CPU: end to end
 
 Synthetic CIFAR-shaped uint8 images (32x32x3, random weights: only speed is measured) go
-through the pipeline's own models (transfer_pipeline.model), feeding (ArrayBatches) and the
+through the pipeline's own models (transfer_pipeline.models.model), feeding (ArrayBatches) and the
 training stages' callbacks (EpochLog, FailOnNonFiniteLoss), so the figures are what the stages
 see. For each backbone, precision and batch size:
 
@@ -58,16 +58,16 @@ import numpy as np  # noqa: E402
 from flops import flops_per_image  # noqa: E402
 from input_overhead import step_seconds  # noqa: E402
 
-from transfer_pipeline.callbacks import EpochLog, FailOnNonFiniteLoss  # noqa: E402
-from transfer_pipeline.features import extract_features  # noqa: E402
-from transfer_pipeline.feeding import ArrayBatches, one_hot  # noqa: E402
-from transfer_pipeline.model import (  # noqa: E402
+from transfer_pipeline.data.feeding import ArrayBatches, one_hot  # noqa: E402
+from transfer_pipeline.models.features import extract_features  # noqa: E402
+from transfer_pipeline.models.model import (  # noqa: E402
     backbone_of,
     build_classifier,
     build_feature_extractor,
     build_head,
     unfreeze,
 )
+from transfer_pipeline.running.callbacks import EpochLog, FailOnNonFiniteLoss  # noqa: E402
 
 STARTED = time.monotonic()
 # Backbones measured, the seed's, the stronger recipe's and the head-only recipe's: name ->

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from synthetic import write_cifar10_tarball  # noqa: E402
 
-from transfer_pipeline.dvcfile import written_paths  # noqa: E402
+from transfer_pipeline.plumbing.dvcfile import written_paths  # noqa: E402
 
 LEFT_OUT = {
     "export": "converts on TensorFlow (not on the device)",

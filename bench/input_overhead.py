@@ -8,7 +8,7 @@ import time
 
 import keras
 
-from transfer_pipeline.feeding import ArrayBatches
+from transfer_pipeline.data.feeding import ArrayBatches
 
 
 class ConstantBatch(keras.utils.PyDataset):

@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # What a model stage imports before its work (stages/fine_tune.py's set).
 STAGE = """
 import sys
-from transfer_pipeline.backend import select
+from transfer_pipeline.running.backend import select
 select(sys.argv[1], needs=() if sys.argv[2] == "select" else ("sklearn", "jax"))
 import keras
-from transfer_pipeline import callbacks, compute, feeding, live, model, optimizers, resume, saving
+from transfer_pipeline.running import callbacks, compute, live, resume
+from transfer_pipeline.data import feeding
+from transfer_pipeline.models import model, optimizers, saving
 """
 
 

@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.running.backend import select as select_backend
 
 CACHED_SPLITS = ("train", "val")
 
@@ -39,7 +39,8 @@ def main() -> None:
     import numpy as np
     from numpy.lib.format import open_memmap
 
-    from transfer_pipeline.blocks import (
+    from transfer_pipeline.data.store import load_split
+    from transfer_pipeline.models.blocks import (
         CACHE_DTYPE,
         PLAN_FILE,
         cache_bytes,
@@ -49,8 +50,7 @@ def main() -> None:
         trunk,
         write_cache,
     )
-    from transfer_pipeline.model import load_model
-    from transfer_pipeline.store import load_split
+    from transfer_pipeline.models.model import load_model
 
     why_not = cache_plan(backbone, settings)
     if why_not:

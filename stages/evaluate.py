@@ -19,11 +19,11 @@ extracts in float32 for this, so the backbone is not run over the test split aga
 import argparse
 from pathlib import Path
 
-from transfer_pipeline import cluster
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.running import cluster
+from transfer_pipeline.running.backend import select as select_backend
 
 
 @exit_on_pipeline_error
@@ -59,17 +59,17 @@ def main() -> None:
 
     import numpy as np
 
-    from transfer_pipeline import compute
-    from transfer_pipeline.evaluation import (
+    from transfer_pipeline.data.feeding import predict_in_batches
+    from transfer_pipeline.data.store import SPLITS, load_class_names, load_features, load_split
+    from transfer_pipeline.judging.evaluation import (
         fingerprint_of_test_split,
         per_class_table,
         shipped_validation_accuracy,
         summarize,
     )
-    from transfer_pipeline.feeding import predict_in_batches
-    from transfer_pipeline.live import log_summary, open_live
-    from transfer_pipeline.model import load_model
-    from transfer_pipeline.store import SPLITS, load_class_names, load_features, load_split
+    from transfer_pipeline.models.model import load_model
+    from transfer_pipeline.running import compute
+    from transfer_pipeline.running.live import log_summary, open_live
 
     setup = compute.configure(params, distributed=False)
     class_names = load_class_names(args.prepared)
@@ -121,8 +121,8 @@ def read_metrics(path: Path, *keys: str) -> dict:
     """A training stage's DVCLive metrics.json, checked to hold one of ``keys``."""
     import json
 
-    from transfer_pipeline.dvcfile import rebuild_hint
-    from transfer_pipeline.errors import PipelineError
+    from transfer_pipeline.plumbing.dvcfile import rebuild_hint
+    from transfer_pipeline.plumbing.errors import PipelineError
 
     try:
         metrics = json.loads(Path(path).read_text())

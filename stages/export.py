@@ -18,11 +18,11 @@ difference.
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.export import check_format, require_converter
-from transfer_pipeline.params import load_params
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.running.backend import select as select_backend
+from transfer_pipeline.shipping.export import check_format, require_converter
 
 
 @exit_on_pipeline_error
@@ -47,8 +47,11 @@ def main() -> None:
 
     import numpy as np
 
-    from transfer_pipeline import runtimes
-    from transfer_pipeline.export import (
+    from transfer_pipeline.data.store import load_split
+    from transfer_pipeline.judging.statistics import accuracy_figures
+    from transfer_pipeline.models.model import load_model
+    from transfer_pipeline.shipping import runtimes
+    from transfer_pipeline.shipping.export import (
         bounds,
         check_parity,
         compare,
@@ -56,9 +59,6 @@ def main() -> None:
         parity_sample,
         size_bytes,
     )
-    from transfer_pipeline.model import load_model
-    from transfer_pipeline.statistics import accuracy_figures
-    from transfer_pipeline.store import load_split
 
     test_x, test_y = load_split(args.prepared, "test")
     keras_side = np.load(args.predictions)

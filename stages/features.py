@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from transfer_pipeline import cluster
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params, warnings_about
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params, warnings_about
+from transfer_pipeline.running import cluster
+from transfer_pipeline.running.backend import select as select_backend
 
 
 @exit_on_pipeline_error
@@ -42,14 +42,14 @@ def main() -> None:
     import numpy as np
     from numpy.lib.format import open_memmap
 
-    from transfer_pipeline import compute
-    from transfer_pipeline.expected_time import measure_and_expect
-    from transfer_pipeline.features import NOT_KEPT, extract_features
-    from transfer_pipeline.feeding import predict_in_batches
-    from transfer_pipeline.model import build_feature_extractor, twin_extractor
-    from transfer_pipeline.precision import TIMING_BATCH, images_per_s, under_policy
-    from transfer_pipeline.saving import save_model
-    from transfer_pipeline.store import SPLITS, load_split
+    from transfer_pipeline.data.feeding import predict_in_batches
+    from transfer_pipeline.data.store import SPLITS, load_split
+    from transfer_pipeline.models.features import NOT_KEPT, extract_features
+    from transfer_pipeline.models.model import build_feature_extractor, twin_extractor
+    from transfer_pipeline.models.saving import save_model
+    from transfer_pipeline.running import compute
+    from transfer_pipeline.running.expected_time import measure_and_expect
+    from transfer_pipeline.running.precision import TIMING_BATCH, images_per_s, under_policy
 
     # Precision and seed; inference runs on one device (see below).
     setup = compute.configure(params, distributed=False, announce=False)

@@ -19,11 +19,11 @@ import json
 import time
 from pathlib import Path
 
-from transfer_pipeline import cluster
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.running import cluster
+from transfer_pipeline.running.backend import select as select_backend
 
 RESUME_DIR = Path(".resume/fine_tune")
 
@@ -49,24 +49,16 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from transfer_pipeline import compute
-    from transfer_pipeline.blocks import (
+    from transfer_pipeline.data.feeding import ArrayBatches, one_hot
+    from transfer_pipeline.data.store import load_class_names, load_split
+    from transfer_pipeline.models.blocks import (
         PLAN_FILE,
         AsFloat32,
         copy_trained,
         top_layers,
         trainable_top,
     )
-    from transfer_pipeline.callbacks import (
-        AfterEpochHook,
-        EpochLog,
-        FailOnNonFiniteLoss,
-        LiveEpochs,
-        UnpaddedValLoss,
-    )
-    from transfer_pipeline.feeding import ArrayBatches, one_hot
-    from transfer_pipeline.live import log_epoch, log_summary, open_live
-    from transfer_pipeline.model import (
+    from transfer_pipeline.models.model import (
         backbone_of,
         build_classifier,
         load_model,
@@ -74,11 +66,23 @@ def main() -> None:
         twin_extractor,
         unfreeze,
     )
-    from transfer_pipeline.optimizers import cosine_with_warmup, layer_decay_factors, optimizer
-    from transfer_pipeline.precision import TIMING_TRAIN_BATCH, images_per_s
-    from transfer_pipeline.resume import Checkpoints, fingerprint
-    from transfer_pipeline.saving import save_model
-    from transfer_pipeline.store import load_class_names, load_split
+    from transfer_pipeline.models.optimizers import (
+        cosine_with_warmup,
+        layer_decay_factors,
+        optimizer,
+    )
+    from transfer_pipeline.models.saving import save_model
+    from transfer_pipeline.running import compute
+    from transfer_pipeline.running.callbacks import (
+        AfterEpochHook,
+        EpochLog,
+        FailOnNonFiniteLoss,
+        LiveEpochs,
+        UnpaddedValLoss,
+    )
+    from transfer_pipeline.running.live import log_epoch, log_summary, open_live
+    from transfer_pipeline.running.precision import TIMING_TRAIN_BATCH, images_per_s
+    from transfer_pipeline.running.resume import Checkpoints, fingerprint
 
     setup = compute.configure(params, announce=False)
     settings, model = params["fine_tune"], params["model"]

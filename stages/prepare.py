@@ -6,12 +6,12 @@ python -m stages.prepare data/prepared metrics/prepare.json
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params, worker_count
-from transfer_pipeline.prepare import save_prepared
-from transfer_pipeline.sources import load_dataset
-from transfer_pipeline.split import split_summary
+from transfer_pipeline.data.prepare import save_prepared
+from transfer_pipeline.data.sources import load_dataset
+from transfer_pipeline.data.split import split_summary
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params, worker_count
 
 
 @exit_on_pipeline_error

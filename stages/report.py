@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_pipeline import report
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.live import read_history
-from transfer_pipeline.params import load_params, warnings_about
-from transfer_pipeline.store import load_class_names, load_split
+from transfer_pipeline.data.store import load_class_names, load_split
+from transfer_pipeline.judging import report
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params, warnings_about
+from transfer_pipeline.running.live import read_history
 
 SEED_LABEL = "seed report"
 INPUTS = (

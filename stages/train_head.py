@@ -8,11 +8,11 @@ import argparse
 import time
 from pathlib import Path
 
-from transfer_pipeline import cluster
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.backend import select as select_backend
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.params import load_params
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.running import cluster
+from transfer_pipeline.running.backend import select as select_backend
 
 
 @exit_on_pipeline_error
@@ -33,20 +33,20 @@ def main() -> None:
     )
     select_backend(params["compute"]["backend"])
 
-    from transfer_pipeline import compute
-    from transfer_pipeline.callbacks import (
+    from transfer_pipeline.data.feeding import ArrayBatches, one_hot
+    from transfer_pipeline.data.store import load_class_names, load_features, load_split
+    from transfer_pipeline.models.model import build_head, synchronize_batchnorm
+    from transfer_pipeline.models.optimizers import optimizer
+    from transfer_pipeline.models.saving import save_model
+    from transfer_pipeline.running import compute
+    from transfer_pipeline.running.callbacks import (
         AfterEpochHook,
         EpochLog,
         FailOnNonFiniteLoss,
         LiveEpochs,
         UnpaddedValLoss,
     )
-    from transfer_pipeline.feeding import ArrayBatches, one_hot
-    from transfer_pipeline.live import log_summary, open_live
-    from transfer_pipeline.model import build_head, synchronize_batchnorm
-    from transfer_pipeline.optimizers import optimizer
-    from transfer_pipeline.saving import save_model
-    from transfer_pipeline.store import load_class_names, load_features, load_split
+    from transfer_pipeline.running.live import log_summary, open_live
 
     setup = compute.configure(params)
     n_classes = len(load_class_names(args.prepared))

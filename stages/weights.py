@@ -11,10 +11,10 @@ file or a file of the named folder changes the identity and reruns features.
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.params import load_params
-from transfer_pipeline.sources import md5_of
+from transfer_pipeline.data.sources import md5_of
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.plumbing.params import load_params
 
 
 def identity(weights) -> dict:

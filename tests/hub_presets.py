@@ -24,7 +24,7 @@ def save_dinov2(folder: Path, registers: int = 0) -> Path:
     import keras
     import keras_hub
 
-    from transfer_pipeline.hub import IMAGENET_MEAN, IMAGENET_STD
+    from transfer_pipeline.models.hub import IMAGENET_MEAN, IMAGENET_STD
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.DINOV2Backbone(

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer_pipeline.compute import _tensorflow_strategy
-from transfer_pipeline.model import batchnorm_statistics, build_head, synchronize_batchnorm
-from transfer_pipeline.optimizers import optimizer
+from transfer_pipeline.models.model import batchnorm_statistics, build_head, synchronize_batchnorm
+from transfer_pipeline.models.optimizers import optimizer
+from transfer_pipeline.running.compute import _tensorflow_strategy
 
 mirrored = _tensorflow_strategy("mirrored")
 rng = np.random.default_rng(0)

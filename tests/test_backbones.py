@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline.backbones import BACKBONES
-from transfer_pipeline.model import build_feature_extractor, preprocessing_layer
+from transfer_pipeline.models.backbones import BACKBONES
+from transfer_pipeline.models.model import build_feature_extractor, preprocessing_layer
 
 NAMES = sorted(BACKBONES)
 

@@ -131,7 +131,15 @@ def _predict(
 ) -> dict[str, np.ndarray]:
     """tl-predict's probabilities of all classes per image, run as a user runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.predict", "--model", model, "--top-k", "10"]
+        [
+            sys.executable,
+            "-m",
+            "transfer_pipeline.shipping.predict",
+            "--model",
+            model,
+            "--top-k",
+            "10",
+        ]
         + ["--csv", str(out)]
         + [str(image) for image in images],
         cwd=repo.path,

@@ -14,8 +14,8 @@ import pytest
 from conftest import stderr_lines, tool_env
 from scipy.stats import binomtest
 
-from transfer_pipeline.evaluation import fingerprint_of_test_split as split_fingerprint
-from transfer_pipeline.statistics import (
+from transfer_pipeline.judging.evaluation import fingerprint_of_test_split as split_fingerprint
+from transfer_pipeline.judging.statistics import (
     PairedComparison,
     describe_accuracy,
     images_to_resolve,
@@ -203,7 +203,7 @@ def history(tmp_path_factory):
 
 def _tl_compare(root, *args):
     return subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.compare", *args],
+        [sys.executable, "-m", "transfer_pipeline.judging.compare", *args],
         cwd=root,
         env=tool_env(),
         capture_output=True,

@@ -10,9 +10,9 @@ import yaml
 from conftest import REPO_ROOT, TARBALL, TINY, project_files
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline import params as params_module
-from transfer_pipeline.backbones import BACKBONES
-from transfer_pipeline.params import declared_params, validate, warnings_about
+from transfer_pipeline.models.backbones import BACKBONES
+from transfer_pipeline.plumbing import params as params_module
+from transfer_pipeline.plumbing.params import declared_params, validate, warnings_about
 
 README = REPO_ROOT / "README.md"
 OFFLINE = REPO_ROOT / "docs/offline.md"

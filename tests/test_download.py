@@ -8,8 +8,8 @@ from functools import partial
 import pytest
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline import sources
-from transfer_pipeline.errors import PipelineError
+from transfer_pipeline.data import sources
+from transfer_pipeline.plumbing.errors import PipelineError
 
 
 @pytest.fixture

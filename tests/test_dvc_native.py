@@ -13,9 +13,9 @@ import yaml
 from conftest import REPO_ROOT, Repo, copy_of
 from stage_imports import code_dependencies
 
-from transfer_pipeline import params as params_module
-from transfer_pipeline.evaluation import summarize
-from transfer_pipeline.live import log_summary, open_live
+from transfer_pipeline.judging.evaluation import summarize
+from transfer_pipeline.plumbing import params as params_module
+from transfer_pipeline.running.live import log_summary, open_live
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 

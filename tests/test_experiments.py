@@ -112,7 +112,7 @@ def test_readme_exp_show_fits_120_columns_with_names_accuracies_and_changed_para
 
 
 def _tl_compare(repo, *args):
-    return repo.run(sys.executable, "-m", "transfer_pipeline.compare", *args, check=False)
+    return repo.run(sys.executable, "-m", "transfer_pipeline.judging.compare", *args, check=False)
 
 
 def test_tl_compare_finds_an_experiment_and_its_commit_identical(experiments):

@@ -12,8 +12,8 @@ import yaml
 from conftest import mixed_policies, stderr_lines, tool_env
 from PIL import Image
 
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.export import bounds, check_parity, compare, parity_sample
+from transfer_pipeline.plumbing.errors import PipelineError
+from transfer_pipeline.shipping.export import bounds, check_parity, compare, parity_sample
 
 BLOCKED_IMPORTS = Path(__file__).parent / "blocked_imports"
 DEFAULT_FORMATS = ["saved_model", "onnx"]
@@ -112,7 +112,15 @@ def images(pipeline, tmp_path_factory):
 
 def _predict(pipeline, model, images, env=None):
     result = subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.predict", "--model", model, "--top-k", "10"]
+        [
+            sys.executable,
+            "-m",
+            "transfer_pipeline.shipping.predict",
+            "--model",
+            model,
+            "--top-k",
+            "10",
+        ]
         + [str(images)],
         cwd=pipeline.path,
         env={**tool_env(), **(env or {})},
@@ -397,9 +405,9 @@ def test_a_parity_failure_in_the_stage_replaces_nothing(pipeline_copy, tmp_path)
 def test_mixed_precision_models_are_exported_in_float32(tmp_path):
     import keras
 
-    from transfer_pipeline.export import convert, float32_copy
-    from transfer_pipeline.model import all_layers
-    from transfer_pipeline.runtimes import load
+    from transfer_pipeline.models.model import all_layers
+    from transfer_pipeline.shipping.export import convert, float32_copy
+    from transfer_pipeline.shipping.runtimes import load
 
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
@@ -430,7 +438,7 @@ def test_a_model_that_fails_to_convert_is_one_line(tmp_path):
         def call(self, x):
             return keras.ops.convert_to_tensor(np.asarray(x.numpy()).astype("float32") / 255)
 
-    from transfer_pipeline.export import convert
+    from transfer_pipeline.shipping.export import convert
 
     model = NumpyInside()
     model(np.zeros((1, 4, 4, 3), dtype="uint8"))
@@ -460,8 +468,8 @@ def test_an_int8_export_with_two_classes_swapped_fails_its_own_bounds(tmp_path):
     changed; the defaults are 3 % changed and 0.3."""
     import keras
 
-    from transfer_pipeline.export import convert
-    from transfer_pipeline.runtimes import load
+    from transfer_pipeline.shipping.export import convert
+    from transfer_pipeline.shipping.runtimes import load
 
     keras.utils.set_random_seed(0)
     train_x, train_y = _coloured_images(300, 0)

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline import cluster
-from transfer_pipeline.callbacks import UnpaddedValLoss
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.feeding import ArrayBatches, one_hot, predict_in_batches
-from transfer_pipeline.model import build_head
+from transfer_pipeline.data.feeding import ArrayBatches, one_hot, predict_in_batches
+from transfer_pipeline.models.model import build_head
+from transfer_pipeline.plumbing.errors import PipelineError
+from transfer_pipeline.running import cluster
+from transfer_pipeline.running.callbacks import UnpaddedValLoss
 
 N, BATCH, CLASSES = 30, 8, 3
 
@@ -75,7 +75,7 @@ def test_features_are_written_chunk_by_chunk_into_a_memory_map(tmp_path, monkeyp
     same numbers as one predict over the whole split."""
     from numpy.lib.format import open_memmap
 
-    from transfer_pipeline import features as extraction
+    from transfer_pipeline.models import features as extraction
 
     monkeypatch.setattr(extraction, "CHUNK_BATCHES", 2)  # 19 rows in batches of 4: 3 chunks
     keras.utils.set_random_seed(0)

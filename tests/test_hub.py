@@ -27,8 +27,8 @@ from hub_presets import (
     save_mobilenet,
 )
 
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.params import ParamError, validate, warnings_about
+from transfer_pipeline.plumbing.errors import PipelineError
+from transfer_pipeline.plumbing.params import ParamError, validate, warnings_about
 
 BLOCKED_IMPORTS = REPO_ROOT / "tests" / "blocked_imports"
 # Any connection off this machine fails at once in every process of a command started with
@@ -139,8 +139,8 @@ def presets(tmp_path_factory):
 
 
 def test_hub_bad_preset_folders_are_one_line_each(presets, tmp_path):
-    from transfer_pipeline.backbones import HUB_BACKBONES
-    from transfer_pipeline.hub import load_backbone
+    from transfer_pipeline.models.backbones import HUB_BACKBONES
+    from transfer_pipeline.models.hub import load_backbone
 
     dinov2 = HUB_BACKBONES["dinov2_small"]
     with pytest.raises(PipelineError, match="does not exist; copy the preset folder"):
@@ -179,8 +179,8 @@ def test_hub_by_name_failures_are_one_line_each(tmp_path, monkeypatch):
     naming the preset and the error."""
     from blocked_imports.no_network import refuse_connections
 
-    from transfer_pipeline.backbones import HUB_BACKBONES
-    from transfer_pipeline.hub import load_backbone
+    from transfer_pipeline.models.backbones import HUB_BACKBONES
+    from transfer_pipeline.models.hub import load_backbone
 
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
     refuse_connections(monkeypatch.setattr)  # this process's sockets: no variable lifts it
@@ -233,7 +233,7 @@ def test_hub_dinov2_pools_class_token_and_patch_mean_without_registers(presets, 
     the registers (tokens 1-2) left out; the saved extractor reloads to the same numbers."""
     import keras
 
-    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
+    from transfer_pipeline.models.model import backbone_of, build_feature_extractor, load_model
 
     extractor = build_feature_extractor(
         "dinov2_with_registers_small", 32, 28, str(presets["dinov2"])
@@ -260,8 +260,8 @@ def test_hub_clip_features_equal_the_transformers_reference():
     finds its blocks."""
     import keras
 
-    from transfer_pipeline.model import backbone_of, build_feature_extractor
-    from transfer_pipeline.optimizers import layer_decay_factors
+    from transfer_pipeline.models.model import backbone_of, build_feature_extractor
+    from transfer_pipeline.models.optimizers import layer_decay_factors
 
     reference = np.load(CLIP_REFERENCE)
     images, expected = reference["images"].astype("float32"), reference["features"]
@@ -298,7 +298,7 @@ def test_hub_siglip_features_are_its_attention_pooled_image_embedding_at_any_pat
     import keras
     import keras_hub
 
-    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
+    from transfer_pipeline.models.model import backbone_of, build_feature_extractor, load_model
 
     folder = str(presets["siglip"])
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
@@ -335,14 +335,14 @@ def test_hub_dinov2_fine_tunes_with_adamw(presets):
     transformer's weights and gives a finite loss."""
     import keras
 
-    from transfer_pipeline.model import (
+    from transfer_pipeline.models.model import (
         backbone_of,
         build_classifier,
         build_feature_extractor,
         build_head,
         unfreeze,
     )
-    from transfer_pipeline.optimizers import optimizer
+    from transfer_pipeline.models.optimizers import optimizer
 
     extractor = build_feature_extractor(
         "dinov2_with_registers_small", 32, 28, str(presets["dinov2"])
@@ -399,7 +399,7 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     from PIL import Image
 
     Image.fromarray(np.load(repo.path / "data/prepared/test_x.npy")[0]).save(image)
-    predicted = repo.run(sys.executable, "-m", "transfer_pipeline.predict", str(image))
+    predicted = repo.run(sys.executable, "-m", "transfer_pipeline.shipping.predict", str(image))
     assert predicted.stdout.startswith(f"{image}: ") and not stderr_lines(predicted)
     repo.commit("DINOv2 run")
 
@@ -447,7 +447,7 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
     0.125); a model saved with its optimizer (the resume checkpoint) reloads the factors."""
     import keras
 
-    from transfer_pipeline.model import (
+    from transfer_pipeline.models.model import (
         backbone_of,
         build_classifier,
         build_feature_extractor,
@@ -455,7 +455,7 @@ def test_hub_dinov2_layer_decay_scales_each_blocks_first_adam_step_and_survives_
         load_model,
         unfreeze,
     )
-    from transfer_pipeline.optimizers import layer_decay_factors, optimizer
+    from transfer_pipeline.models.optimizers import layer_decay_factors, optimizer
 
     extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
     classifier = build_classifier(extractor, build_head(64, [16], 0.0, 3))
@@ -497,8 +497,8 @@ def test_hub_dinov2_stochastic_depth_drops_whole_samples_trains_and_resumes(pres
     random state."""
     import keras
 
-    from transfer_pipeline.hub_fixes import DropPath
-    from transfer_pipeline.model import (
+    from transfer_pipeline.models.hub_fixes import DropPath
+    from transfer_pipeline.models.model import (
         backbone_of,
         build_classifier,
         build_feature_extractor,
@@ -506,7 +506,7 @@ def test_hub_dinov2_stochastic_depth_drops_whole_samples_trains_and_resumes(pres
         twin_extractor,
         unfreeze,
     )
-    from transfer_pipeline.resume import Checkpoints, _seed_states
+    from transfer_pipeline.running.resume import Checkpoints, _seed_states
 
     folder = str(presets["dinov2"])
     extractor = build_feature_extractor("dinov2_small", 32, 28, folder)
@@ -550,8 +550,8 @@ def test_hub_dinov2_saves_its_fine_tuned_position_embeddings(presets, tmp_path):
     is positive (hub_fixes.py): a change that sums below zero is saved too."""
     import keras
 
-    from transfer_pipeline.model import backbone_of, build_feature_extractor, load_model
-    from transfer_pipeline.saving import save_model
+    from transfer_pipeline.models.model import backbone_of, build_feature_extractor, load_model
+    from transfer_pipeline.models.saving import save_model
 
     extractor = build_feature_extractor("dinov2_small", 32, 28, str(presets["dinov2"]))
     embeddings = backbone_of(extractor).embeddings
@@ -600,9 +600,9 @@ def test_hub_mobilenet_exports_to_litert_with_parity_and_not_to_onnx_in_one_line
     """The CNN family's classifier (the export stage's own convert and runtime): LiteRT
     (float16) ranks like Keras; tf2onnx cannot convert KerasHub MobileNetV3's convolutions,
     which is one line naming the format."""
-    from transfer_pipeline.export import convert
-    from transfer_pipeline.model import build_classifier, build_feature_extractor, build_head
-    from transfer_pipeline.runtimes import load
+    from transfer_pipeline.models.model import build_classifier, build_feature_extractor, build_head
+    from transfer_pipeline.shipping.export import convert
+    from transfer_pipeline.shipping.runtimes import load
 
     extractor = build_feature_extractor(
         "mobilenet_v3_large_100_imagenet_21k", 32, 32, str(presets["mobilenet"])

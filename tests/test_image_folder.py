@@ -18,12 +18,12 @@ from conftest import REPO_ROOT, new_repo, tool_env
 from PIL import Image
 from synthetic import CIFAR100_CLASSES, write_cifar10_tarball, write_cifar100_tarball
 
-from transfer_pipeline import images as image_reader
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.images import decode_at_least, read_image, resize_for_model
-from transfer_pipeline.prepare import save_prepared
-from transfer_pipeline.sources import load_cifar, load_dataset, load_image_folder
-from transfer_pipeline.split import split_indices
+from transfer_pipeline.data import images as image_reader
+from transfer_pipeline.data.images import decode_at_least, read_image, resize_for_model
+from transfer_pipeline.data.prepare import save_prepared
+from transfer_pipeline.data.sources import load_cifar, load_dataset, load_image_folder
+from transfer_pipeline.data.split import split_indices
+from transfer_pipeline.plumbing.errors import PipelineError
 
 CLASSES = ["cats", "dogs", "owls"]
 PER_CLASS = 14
@@ -303,8 +303,8 @@ def test_files_that_are_not_images_are_listed_once_with_the_count(tmp_path, caps
 READS_A_FIFO = """
 import sys
 from pathlib import Path
-from transfer_pipeline.images import UnreadableImage, read_image
-from transfer_pipeline.sources import load_image_folder
+from transfer_pipeline.data.images import UnreadableImage, read_image
+from transfer_pipeline.data.sources import load_image_folder
 dataset = load_image_folder(Path(sys.argv[1]), 8, "skip")
 print(len(dataset.sources), dataset.skipped, flush=True)
 try:

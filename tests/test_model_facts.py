@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline.blocks import top_layers
-from transfer_pipeline.features import extract_features
-from transfer_pipeline.feeding import one_hot
-from transfer_pipeline.model import (
+from transfer_pipeline.data.feeding import one_hot
+from transfer_pipeline.models.blocks import top_layers
+from transfer_pipeline.models.features import extract_features
+from transfer_pipeline.models.model import (
     backbone_of,
     batchnorm_statistics,
     build_classifier,

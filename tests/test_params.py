@@ -4,9 +4,8 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from transfer_pipeline import params as params_module
-from transfer_pipeline.expected_time import expected_run
-from transfer_pipeline.params import (
+from transfer_pipeline.plumbing import params as params_module
+from transfer_pipeline.plumbing.params import (
     CIFAR100_MD5,
     CIFAR100_URL,
     SEED_RECIPE,
@@ -17,6 +16,7 @@ from transfer_pipeline.params import (
     validate,
     warnings_about,
 )
+from transfer_pipeline.running.expected_time import expected_run
 
 
 def default_params():

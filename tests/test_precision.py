@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from transfer_pipeline import precision
-from transfer_pipeline.compute import Timing, cpu_bfloat16_flag, resolve_precision
-from transfer_pipeline.features import extract_features
-from transfer_pipeline.model import load_model, twin_extractor
+from transfer_pipeline.models.features import extract_features
+from transfer_pipeline.models.model import load_model, twin_extractor
+from transfer_pipeline.running import precision
+from transfer_pipeline.running.compute import Timing, cpu_bfloat16_flag, resolve_precision
 
 FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 avx avx2 fma"
 

@@ -17,7 +17,7 @@ TOP_K = 3
 
 def _predict(pipeline, *args):
     return subprocess.run(
-        [sys.executable, "-m", "transfer_pipeline.predict", *map(str, args)],
+        [sys.executable, "-m", "transfer_pipeline.shipping.predict", *map(str, args)],
         cwd=getattr(pipeline, "path", pipeline),
         env=tool_env(),
         capture_output=True,

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import copy_of
 
-from transfer_pipeline.live import read_history
-from transfer_pipeline.model import load_model
+from transfer_pipeline.models.model import load_model
+from transfer_pipeline.running.live import read_history
 
 TIMINGS = ("seconds", "images_per_s", "resumed_after_epoch")
 

@@ -25,7 +25,7 @@ from conftest import copy_of
 from PIL import Image
 from synthetic import CIFAR10_CLASSES
 
-from transfer_pipeline.statistics import describe_accuracy
+from transfer_pipeline.judging.statistics import describe_accuracy
 
 WINDOW = (1200, 4000)
 # Headless with everything that would reach the network off: it is closed on CI boxes.
@@ -238,7 +238,7 @@ def test_dvc_plots_show_draws_every_plot_without_network(pipeline, tmp_path):
 def test_a_head_only_run_reports_its_one_model_once():
     """fine_tune.epochs 0: the head on the frozen backbone is the shipped model; evaluate scores
     it once, so the test table has one row for it, not two of the same model."""
-    from transfer_pipeline.report import headline_rows
+    from transfer_pipeline.judging.report import headline_rows
 
     evaluation = {
         "validation_accuracy": 0.3,

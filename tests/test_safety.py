@@ -23,9 +23,9 @@ from conftest import REPO_ROOT, TARBALL, TINY, Repo, new_repo, stderr_lines, too
 from PIL import Image
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline.atomic import MARKER, StageOutputs, check_replaceable
-from transfer_pipeline.dvcfile import declared_outputs
-from transfer_pipeline.errors import PipelineError
+from transfer_pipeline.plumbing.atomic import MARKER, StageOutputs, check_replaceable
+from transfer_pipeline.plumbing.dvcfile import declared_outputs
+from transfer_pipeline.plumbing.errors import PipelineError
 
 
 def _run(repo, *args, env=None, limit_bytes=None):
@@ -81,7 +81,9 @@ def photos(pipeline_copy):
 
 def test_predict_csv_naming_the_photo_folder_refuses_and_keeps_every_photo(pipeline_copy, photos):
     before = _tree(photos)
-    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", photos)
+    result = _run(
+        pipeline_copy, "-m", "transfer_pipeline.shipping.predict", photos, "--csv", photos
+    )
     assert "give a file name ending in .csv" in _one_error_line(result)
     assert _tree(photos) == before and result.stdout == ""
 
@@ -89,7 +91,7 @@ def test_predict_csv_naming_the_photo_folder_refuses_and_keeps_every_photo(pipel
 def test_predict_csv_naming_an_input_image_refuses_and_keeps_it(pipeline_copy, photos):
     image = photos / "photo_0.png"
     before = image.read_bytes()
-    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", image)
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.shipping.predict", photos, "--csv", image)
     _one_error_line(result)
     assert image.read_bytes() == before
 
@@ -97,7 +99,9 @@ def test_predict_csv_naming_an_input_image_refuses_and_keeps_it(pipeline_copy, p
 def test_predict_csv_that_is_an_input_folder_refuses(pipeline_copy, photos):
     folder = photos.rename(photos.with_name("photos.csv"))  # a folder that looks like a CSV
     before = _tree(folder)
-    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", folder, "--csv", folder)
+    result = _run(
+        pipeline_copy, "-m", "transfer_pipeline.shipping.predict", folder, "--csv", folder
+    )
     assert "it is or contains the input" in _one_error_line(result)
     assert _tree(folder) == before
 
@@ -274,7 +278,7 @@ def test_predict_with_the_head_instead_of_the_classifier(pipeline, tmp_path):
     image = tmp_path / "image.png"
     Image.new("RGB", (8, 8)).save(image)
     result = _run(
-        pipeline, "-m", "transfer_pipeline.predict", "--model", "models/head.keras", image
+        pipeline, "-m", "transfer_pipeline.shipping.predict", "--model", "models/head.keras", image
     )
     assert "is not an image classifier" in _one_error_line(result)
 
@@ -284,7 +288,7 @@ def test_predict_with_a_corrupt_model_file(pipeline, tmp_path):
     broken.write_bytes((pipeline.path / "models/fine_tuned.keras").read_bytes()[:5000])
     image = tmp_path / "image.png"
     Image.new("RGB", (8, 8)).save(image)
-    result = _run(pipeline, "-m", "transfer_pipeline.predict", "--model", broken, image)
+    result = _run(pipeline, "-m", "transfer_pipeline.shipping.predict", "--model", broken, image)
     assert f"{broken} is not a readable Keras model" in _one_error_line(result)
 
 
@@ -294,7 +298,12 @@ def test_unwritable_csv_fails_before_any_prediction(pipeline, tmp_path):
     not_a_folder = tmp_path / "notes.txt"
     not_a_folder.write_text("a file, not a folder")
     result = _run(
-        pipeline, "-m", "transfer_pipeline.predict", image, "--csv", not_a_folder / "out.csv"
+        pipeline,
+        "-m",
+        "transfer_pipeline.shipping.predict",
+        image,
+        "--csv",
+        not_a_folder / "out.csv",
     )
     assert f"cannot write {not_a_folder / 'out.csv'}" in _one_error_line(result)
     assert result.stdout == ""
@@ -444,7 +453,7 @@ def test_predict_outside_the_project_says_to_pass_classes_and_that_works(pipelin
 def test_predict_csv_replaces_only_a_csv_it_wrote(pipeline_copy, photos):
     mine = pipeline_copy.path / "budget.csv"
     mine.write_text("month,amount\njan,3\n")
-    result = _run(pipeline_copy, "-m", "transfer_pipeline.predict", photos, "--csv", mine)
+    result = _run(pipeline_copy, "-m", "transfer_pipeline.shipping.predict", photos, "--csv", mine)
     assert "refusing to replace" in _one_error_line(result) and "did not write it" in result.stderr
     assert mine.read_text() == "month,amount\njan,3\n"
 
@@ -485,7 +494,7 @@ def _finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
 WRITING_PREPARE = """
 import sys
 from pathlib import Path
-from transfer_pipeline.atomic import StageOutputs
+from transfer_pipeline.plumbing.atomic import StageOutputs
 prepared = Path("data/prepared")
 outputs = StageOutputs.of_stage("prepare", files=[Path("metrics/prepare.json")], folders=[prepared])
 with outputs:
@@ -579,9 +588,9 @@ def test_dvc_killed_alone_then_rerun_names_its_stage_process_still_writing(tmp_p
 ORPHANED_FINE_TUNE = """
 import sys
 from pathlib import Path
-from transfer_pipeline.atomic import StageOutputs
-from transfer_pipeline.errors import exit_on_pipeline_error
-from transfer_pipeline.live import log_epoch, open_live
+from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
+from transfer_pipeline.running.live import log_epoch, open_live
 
 @exit_on_pipeline_error
 def main():
@@ -662,7 +671,7 @@ OWN_FOLDER = re.compile(r"tpipe-[a-z0-9_]{8}")  # tempfile.mkdtemp's name: not g
 # scratch folder, an autograph source); then alive until its stdin closes, or killed.
 TEMP_USER = """
 import os, signal, sys, tempfile
-from transfer_pipeline.locks import use_own_temp_folder
+from transfer_pipeline.plumbing.locks import use_own_temp_folder
 use_own_temp_folder("fine_tune")
 tempfile.mkdtemp(prefix="fine_tune-not-written-")
 open(os.path.join(tempfile.gettempdir(), "__autograph_generated_file1.py"), "w").close()
@@ -816,7 +825,7 @@ def test_a_process_removes_its_own_folder_only_while_it_is_still_its_own(tmp_pat
 # (In a file: autograph reads the function's source.)
 AUTOGRAPH = """
 import os, signal, sys, tempfile
-from transfer_pipeline.errors import exit_on_pipeline_error
+from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
 
 @exit_on_pipeline_error
 def main():
@@ -861,8 +870,8 @@ def test_tensorflows_autograph_files_go_into_the_process_folder_and_never_outliv
 FORKSERVER_USER = """
 import sys
 import numpy as np
-from transfer_pipeline.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.images import decode_into
+from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
+from transfer_pipeline.data.images import decode_into
 
 @exit_on_pipeline_error
 def main():
@@ -879,7 +888,7 @@ if __name__ == "__main__":
 
 NEXT_RUN = """
 import os
-from transfer_pipeline.locks import use_own_temp_folder
+from transfer_pipeline.plumbing.locks import use_own_temp_folder
 own = use_own_temp_folder("next")
 print(own.name, *sorted(p.name for p in own.parent.glob("tpipe-*")))
 """

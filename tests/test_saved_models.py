@@ -10,16 +10,16 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline.blocks import top_layers
-from transfer_pipeline.feeding import one_hot
-from transfer_pipeline.model import (
+from transfer_pipeline.data.feeding import one_hot
+from transfer_pipeline.models.blocks import top_layers
+from transfer_pipeline.models.model import (
     backbone_of,
     build_classifier,
     build_feature_extractor,
     build_head,
     unfreeze,
 )
-from transfer_pipeline.saving import save_model
+from transfer_pipeline.models.saving import save_model
 
 SIDE, CLASSES = 32, 3
 
@@ -144,8 +144,8 @@ def test_a_model_trained_in_mixed_precision_is_saved_as_its_float32_computation(
     docs/gpus-and-clusters.md); a GPU of compute capability 7.x trains in it under auto."""
     from conftest import mixed_policies
 
-    from transfer_pipeline.export import float32_copy
-    from transfer_pipeline.model import load_model
+    from transfer_pipeline.models.model import load_model
+    from transfer_pipeline.shipping.export import float32_copy
 
     keras.backend.clear_session()  # it resets the dtype policy too: set the policy after it
     previous = keras.config.dtype_policy()
@@ -176,7 +176,7 @@ def test_a_model_trained_in_mixed_precision_is_saved_as_its_float32_computation(
 
 
 def mixed_policies_of(model) -> list[str]:
-    from transfer_pipeline.model import all_layers
+    from transfer_pipeline.models.model import all_layers
 
     return [
         layer.dtype_policy.name

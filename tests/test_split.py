@@ -6,9 +6,9 @@ import pytest
 from sklearn.model_selection import train_test_split
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.sources import load_cifar
-from transfer_pipeline.split import split_indices
+from transfer_pipeline.data.sources import load_cifar
+from transfer_pipeline.data.split import split_indices
+from transfer_pipeline.plumbing.errors import PipelineError
 
 
 def test_split_sizes_are_exact_and_splits_disjoint(pipeline):

@@ -1,6 +1,6 @@
 """fine_tune.unfreeze: N trains the top N blocks; without augmentation from a cache of the output
-below them (transfer_pipeline/blocks.py, stages/boundary.py). In process, real Keras models with
-random weights at the smallest sizes they accept."""
+below them (transfer_pipeline/models/blocks.py, stages/boundary.py). In process, real Keras models
+with random weights at the smallest sizes they accept."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from transfer_pipeline.backbones import BLOCKS
-from transfer_pipeline.blocks import (
+from transfer_pipeline.data.feeding import ArrayBatches, one_hot
+from transfer_pipeline.models.backbones import BLOCKS
+from transfer_pipeline.models.blocks import (
     AsFloat32,
     boundaries,
     cache_plan,
@@ -21,9 +22,7 @@ from transfer_pipeline.blocks import (
     trunk,
     write_cache,
 )
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.feeding import ArrayBatches, one_hot
-from transfer_pipeline.model import (
+from transfer_pipeline.models.model import (
     backbone_of,
     build_classifier,
     build_feature_extractor,
@@ -31,7 +30,8 @@ from transfer_pipeline.model import (
     load_model,
     unfreeze,
 )
-from transfer_pipeline.saving import save_model
+from transfer_pipeline.models.saving import save_model
+from transfer_pipeline.plumbing.errors import PipelineError
 
 SMALLEST = {"xception": 71, "inception_v3": 75}  # the others accept 32 px
 

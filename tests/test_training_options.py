@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from transfer_pipeline.blocks import top_layers
-from transfer_pipeline.callbacks import EpochLog
-from transfer_pipeline.feeding import ArrayBatches
-from transfer_pipeline.model import (
+from transfer_pipeline.data.feeding import ArrayBatches
+from transfer_pipeline.models.blocks import top_layers
+from transfer_pipeline.models.model import (
     augmentation,
     backbone_of,
     build_classifier,
@@ -16,9 +15,10 @@ from transfer_pipeline.model import (
     build_head,
     unfreeze,
 )
-from transfer_pipeline.optimizers import cosine_with_warmup, optimizer
-from transfer_pipeline.progress import ProgressBar
-from transfer_pipeline.resume import Checkpoints, fingerprint
+from transfer_pipeline.models.optimizers import cosine_with_warmup, optimizer
+from transfer_pipeline.running.callbacks import EpochLog
+from transfer_pipeline.running.progress import ProgressBar
+from transfer_pipeline.running.resume import Checkpoints, fingerprint
 
 
 @pytest.fixture(scope="module")

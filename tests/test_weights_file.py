@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from transfer_pipeline.errors import PipelineError
-from transfer_pipeline.model import backbone_of, build_backbone, load_model
+from transfer_pipeline.models.model import backbone_of, build_backbone, load_model
+from transfer_pipeline.plumbing.errors import PipelineError
 
 
 def _random_backbone(constructor, seed):

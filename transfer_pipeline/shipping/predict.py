@@ -18,14 +18,14 @@ import csv
 import sys
 from pathlib import Path
 
-from .atomic import StageOutputs
-from .dvcfile import DVC_YAML
-from .errors import PipelineError, exit_on_pipeline_error
-from .images import FORMATS_EXAMPLE, UnreadableImage
-from .images import read_image as read_model_input
+from ..data.images import FORMATS_EXAMPLE, UnreadableImage
+from ..data.images import read_image as read_model_input
+from ..data.sources import FolderListing, image_files_under
+from ..data.store import load_class_names
+from ..plumbing.atomic import StageOutputs
+from ..plumbing.dvcfile import DVC_YAML
+from ..plumbing.errors import PipelineError, exit_on_pipeline_error
 from .runtimes import model_file
-from .sources import FolderListing, image_files_under
-from .store import load_class_names
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")
 

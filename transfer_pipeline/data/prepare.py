@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from numpy.lib.format import open_memmap
 
+from ..running.progress import ProgressBar
 from .images import DECODE_CHUNK, decode_into
-from .progress import ProgressBar
 from .sources import Dataset
 from .split import split_indices
 from .store import SPLITS

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import StageOutputs
-from .errors import PipelineError
+from ..plumbing.atomic import StageOutputs
+from ..plumbing.errors import PipelineError
+from ..running.progress import ProgressBar
 from .images import (
     FORMATS_EXAMPLE,
     UnreadableImage,
@@ -27,7 +28,6 @@ from .images import (
     image_suffixes,
     not_regular,
 )
-from .progress import ProgressBar
 
 DOWNLOAD_DIR = Path("data/downloads")
 SHOWN_PER_WARNING = 5

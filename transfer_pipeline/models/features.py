@@ -7,8 +7,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .feeding import predict_in_batches
-from .progress import ProgressBar
+from ..data.feeding import predict_in_batches
+from ..running.progress import ProgressBar
 
 CHUNK_BATCHES = 32  # batches per predict call: the features extraction holds at once
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .backbones import BLOCKS
-from .blocks import top_fraction, top_layers, top_part
-from .feeding import predict_in_batches
-from .model import backbone_of, unfreeze
+from ..data.feeding import predict_in_batches
+from ..models.backbones import BLOCKS
+from ..models.blocks import top_fraction, top_layers, top_part
+from ..models.model import backbone_of, unfreeze
 from .precision import TIMING_TRAIN_BATCH, images_per_s
 
 SHOWN_BLOCKS = (1, 2)

@@ -17,7 +17,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import PipelineError
+from ..plumbing.errors import PipelineError
 
 BACKENDS = ("tensorflow", "jax")
 INSTALL = {"tensorflow": "pip install -e .", "jax": 'pip install -e ".[jax]"'}

@@ -7,7 +7,7 @@ import heapq
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .errors import PipelineError
+from ..plumbing.errors import PipelineError
 
 SHOWN_CLASSES = 10  # an error lists the images of each class up to this many classes
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .backbones import ALL_BACKBONES, BACKBONES, BLOCKS, HUB_BACKBONES
-from .backend import BACKENDS
+from ..models.backbones import ALL_BACKBONES, BACKBONES, BLOCKS, HUB_BACKBONES
+from ..running.backend import BACKENDS
 from .dvcfile import declared_params
 from .errors import PipelineError
 
@@ -23,13 +23,23 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 
 DATASETS = ("cifar10", "cifar100", "image_folder")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # transfer_pipeline/optimizers.py builds them
+OPTIMIZERS = (
+    "adam",
+    "adamw",
+    "sgd",
+    "rmsprop",
+)  # transfer_pipeline/models/optimizers.py builds them
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # multi_host is JAX's multi-process runtime (cluster.py); TensorFlow has no multi-machine option:
 # tf.distribute.MultiWorkerMirroredStrategy does not train under Keras 3.15
 # (docs/gpus-and-clusters.md).
 DISTRIBUTE = ("auto", "none", "mirrored", "multi_host")
-EXPORT_FORMATS = ("saved_model", "onnx", "litert", "litert_int8")  # transfer_pipeline/export.py
+EXPORT_FORMATS = (
+    "saved_model",
+    "onnx",
+    "litert",
+    "litert_int8",
+)  # transfer_pipeline/shipping/export.py
 WEIGHTS_DIR = "weights"  # local weights files live here: it is a DVC dependency of the stages
 RAW_DATA_DIR = "data/raw"  # local data lives here: it is a DVC dependency of prepare
 

@@ -19,9 +19,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..plumbing.errors import PipelineError
 from . import hub_fixes
 from .backbones import HubBackbone
-from .errors import PipelineError
 
 INSTALL = 'pip install --no-deps "keras-hub==0.32.0"'
 # A transformers folder brings no image converter: its reference preprocessing is ImageNet's

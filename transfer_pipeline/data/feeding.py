@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-from . import cluster
-from .errors import PipelineError
+from ..plumbing.errors import PipelineError
+from ..running import cluster
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:

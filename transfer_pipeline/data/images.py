@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from ..plumbing.errors import PipelineError
 
 SIXTEEN_BIT_FULL_SCALE = 65535  # 16-bit images, and 32-bit integer ("I") images, are 0..65535
 FORMATS_EXAMPLE = "any format Pillow reads: .jpg .png .tif .webp .bmp ..."
@@ -172,7 +172,7 @@ def decode_into(out, files: list[str], size: int, workers: int, bar=None):
     import multiprocessing.util
     from concurrent.futures import ProcessPoolExecutor
 
-    from .locks import in_system_temp
+    from ..plumbing.locks import in_system_temp
 
     unreadable = []
     pool = None

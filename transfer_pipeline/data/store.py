@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dvcfile import rebuild_hint
-from .errors import PipelineError
+from ..plumbing.dvcfile import rebuild_hint
+from ..plumbing.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
 

@@ -20,10 +20,10 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..plumbing.dvcfile import rebuild_hint
+from ..plumbing.errors import PipelineError
 from . import hub
 from .backbones import BACKBONES, HUB_BACKBONES, Backbone
-from .dvcfile import rebuild_hint
-from .errors import PipelineError
 
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 

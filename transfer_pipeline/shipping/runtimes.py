@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dvcfile import rebuild_hint
-from .errors import PipelineError
+from ..plumbing.dvcfile import rebuild_hint
+from ..plumbing.errors import PipelineError
 
 EXTRA = 'pip install -e ".[export]"'
 
@@ -132,7 +132,7 @@ class KerasRuntime(Runtime):
     kind = "keras"
 
     def __init__(self, path: Path):
-        from .model import load_model
+        from ..models.model import load_model
 
         self.model = load_model(path)
         shape = self.model.input_shape
@@ -143,7 +143,9 @@ class KerasRuntime(Runtime):
         return self.predict_batches(images, batch_size=max(1, len(images)))
 
     def predict_batches(self, images, batch_size=64):
-        from .feeding import predict_in_batches  # not Keras' array feeding: see stages/evaluate.py
+        from ..data.feeding import (
+            predict_in_batches,  # not Keras' array feeding: see stages/evaluate.py
+        )
 
         return predict_in_batches(self.model, images, batch_size)
 

@@ -19,8 +19,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PipelineError
-from .params import EXPORT_FORMATS as FORMATS
+from ..plumbing.errors import PipelineError
+from ..plumbing.params import EXPORT_FORMATS as FORMATS
 
 FLOAT_FORMATS = ("saved_model", "onnx", "litert")  # parity within export.parity_pp
 EXTRA = 'pip install -e ".[export]"'
@@ -71,8 +71,8 @@ def float32_copy(model):
     are saved in float32 already (saving.py); this covers a model saved elsewhere."""
     import keras
 
-    from .model import all_layers
-    from .saving import float32_config
+    from ..models.model import all_layers
+    from ..models.saving import float32_config
 
     if not any(_mixed(layer) for layer in all_layers(model)):
         return model

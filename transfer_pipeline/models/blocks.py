@@ -22,11 +22,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ..data.feeding import predict_in_batches
+from ..plumbing.errors import PipelineError
+from ..running.progress import ProgressBar
 from .backbones import BLOCKS, HUB_BACKBONES
-from .errors import PipelineError
-from .feeding import predict_in_batches
 from .model import backbone_of
-from .progress import ProgressBar
 
 # The part of a layer's name that names its block, per keras.applications backbone.
 BLOCK_NAME = {

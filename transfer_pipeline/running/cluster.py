@@ -26,8 +26,9 @@ from __future__ import annotations
 import os
 import sys
 
-from . import errors, progress
-from .errors import PipelineError
+from ..plumbing import errors
+from ..plumbing.errors import PipelineError
+from . import progress
 
 # Where a launcher puts this process's index: Keras' variable (tests/launch_local.sh, SSH,
 # Kubernetes), SLURM's srun, Open MPI's mpirun. JAX's cluster detection reads the same ones.

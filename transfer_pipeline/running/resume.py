@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import yaml
 
+from ..models.model import is_seed_state, load_model
+from ..plumbing.atomic import write_json_file
 from . import cluster
-from .atomic import write_json_file
 from .live import HISTORY_KEYS
-from .model import is_seed_state, load_model
 
 
 class Checkpoints(keras.callbacks.Callback):

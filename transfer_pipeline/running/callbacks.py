@@ -15,7 +15,7 @@ import time
 import keras
 import numpy as np
 
-from .errors import PipelineError
+from ..plumbing.errors import PipelineError
 from .live import HISTORY_KEYS, log_epoch
 from .progress import ProgressBar, format_seconds
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PipelineError, exit_on_pipeline_error
+from ..plumbing.errors import PipelineError, exit_on_pipeline_error
 from .statistics import PairedComparison, accuracy_figures, describe_accuracy, unpaired_difference
 
 PREDICTIONS = "eval/predictions.npz"

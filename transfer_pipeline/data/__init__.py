@@ -1,0 +1,1 @@
+"""Reading, splitting and storing images, and feeding them to a model in batches."""

@@ -1,0 +1,1 @@
+"""Judging results: evaluation, accuracy intervals, comparisons, the report."""

@@ -1,0 +1,1 @@
+"""Backbones and heads: building, loading, saving and cutting models."""

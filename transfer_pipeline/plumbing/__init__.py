@@ -1,0 +1,1 @@
+"""Pipeline plumbing: params, atomic outputs, locks, dvc.yaml, errors."""

@@ -1,0 +1,1 @@
+"""Running a stage on hardware: backend, devices, precision, hosts, training loop."""

@@ -1,0 +1,1 @@
+"""Shipping a trained model: export formats, their runtimes, predicting."""
