@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
 from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.running.backend import select as select_backend
 
 CACHED_SPLITS = ("train", "val")

@@ -19,9 +19,9 @@ extracts in float32 for this, so the backbone is not run over the test split aga
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
 from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.running import cluster
 from transfer_pipeline.running.backend import select as select_backend
 

@@ -18,9 +18,9 @@ difference.
 import argparse
 from pathlib import Path
 
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.running.backend import select as select_backend
 from transfer_pipeline.shipping.export import check_format, require_converter
 

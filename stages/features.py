@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
-from transfer_pipeline.plumbing.params import load_params, warnings_about
+from transfer_pipeline.plumbing.param_checks import warnings_about
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.running import cluster
 from transfer_pipeline.running.backend import select as select_backend
 

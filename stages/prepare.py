@@ -9,9 +9,10 @@ from pathlib import Path
 from transfer_pipeline.data.prepare import save_prepared
 from transfer_pipeline.data.sources import load_dataset
 from transfer_pipeline.data.split import split_summary
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
-from transfer_pipeline.plumbing.params import load_params, worker_count
+from transfer_pipeline.plumbing.param_schema import worker_count
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 
 
 @exit_on_pipeline_error

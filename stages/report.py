@@ -13,9 +13,10 @@ import pandas as pd
 
 from transfer_pipeline.data.store import load_class_names, load_split
 from transfer_pipeline.judging import report
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
-from transfer_pipeline.plumbing.params import load_params, warnings_about
+from transfer_pipeline.plumbing.param_checks import warnings_about
+from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.running.live import read_history
 
 SEED_LABEL = "seed report"

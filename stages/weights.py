@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 
 from transfer_pipeline.data.sources import md5_of
-from transfer_pipeline.plumbing.atomic import StageOutputs
 from transfer_pipeline.plumbing.errors import PipelineError, exit_on_pipeline_error
 from transfer_pipeline.plumbing.params import load_params
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 
 
 def identity(weights) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 from conftest import TARBALL, copy_of
 
-from transfer_pipeline.plumbing.params import CIFAR10_MD5, CIFAR10_URL
+from transfer_pipeline.plumbing.param_schema import CIFAR10_MD5, CIFAR10_URL
 
 # A proxy nobody listens on: "no network", the same on every machine.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}

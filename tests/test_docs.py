@@ -12,7 +12,8 @@ from synthetic import write_cifar10_tarball
 
 from transfer_pipeline.models.backbones import BACKBONES
 from transfer_pipeline.plumbing import params as params_module
-from transfer_pipeline.plumbing.params import declared_params, validate, warnings_about
+from transfer_pipeline.plumbing.param_checks import warnings_about
+from transfer_pipeline.plumbing.params import declared_params, validate
 
 README = REPO_ROOT / "README.md"
 OFFLINE = REPO_ROOT / "docs/offline.md"

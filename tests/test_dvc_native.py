@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, Repo, copy_of
 from stage_imports import code_dependencies
 
 from transfer_pipeline.judging.evaluation import summarize
-from transfer_pipeline.plumbing import params as params_module
+from transfer_pipeline.plumbing.param_schema import flatten
 from transfer_pipeline.running.live import log_summary, open_live
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
@@ -120,7 +120,7 @@ def test_dvc_exp_show_leads_with_the_validation_and_the_test_accuracy(tmp_path):
     assert words[:3] == ["dvc", "exp", "show"] and "--only-changed" in words
     # One commit: --only-changed would drop every column; the other options are checked here.
     options = [word for word in words[3:] if word != "--only-changed"]
-    params = list(params_module._flatten(yaml.safe_load((tmp_path / "params.yaml").read_text())))
+    params = list(flatten(yaml.safe_load((tmp_path / "params.yaml").read_text())))
     assert _exp_show_columns(repo, *options) == accuracies + params
 
 

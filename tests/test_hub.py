@@ -28,7 +28,9 @@ from hub_presets import (
 )
 
 from transfer_pipeline.plumbing.errors import PipelineError
-from transfer_pipeline.plumbing.params import ParamError, validate, warnings_about
+from transfer_pipeline.plumbing.param_checks import warnings_about
+from transfer_pipeline.plumbing.param_schema import ParamError
+from transfer_pipeline.plumbing.params import validate
 
 BLOCKED_IMPORTS = REPO_ROOT / "tests" / "blocked_imports"
 # Any connection off this machine fails at once in every process of a command started with

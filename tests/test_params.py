@@ -5,16 +5,19 @@ import yaml
 from conftest import REPO_ROOT
 
 from transfer_pipeline.plumbing import params as params_module
-from transfer_pipeline.plumbing.params import (
+from transfer_pipeline.plumbing.param_checks import warnings_about
+from transfer_pipeline.plumbing.param_schema import (
     CIFAR100_MD5,
     CIFAR100_URL,
     SEED_RECIPE,
     ParamError,
+    flatten,
+)
+from transfer_pipeline.plumbing.params import (
     declared_params,
     load_params,
     params_unchanged,
     validate,
-    warnings_about,
 )
 from transfer_pipeline.running.expected_time import expected_run
 
@@ -38,7 +41,7 @@ def test_the_shipped_defaults_are_the_seed_recipe():
     }
     assert params["fine_tune"]["optimizer"] == "adam"
     assert params["fine_tune"]["epochs"] == 15 and params["fine_tune"]["batch_size"] == 32
-    flat = params_module._flatten(params)
+    flat = flatten(params)
     assert {key: flat[key] for key in SEED_RECIPE} == SEED_RECIPE  # what a small run is below
 
 

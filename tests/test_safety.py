@@ -23,9 +23,10 @@ from conftest import REPO_ROOT, TARBALL, TINY, Repo, new_repo, stderr_lines, too
 from PIL import Image
 from synthetic import write_cifar10_tarball
 
-from transfer_pipeline.plumbing.atomic import MARKER, StageOutputs, check_replaceable
 from transfer_pipeline.plumbing.dvcfile import declared_outputs
 from transfer_pipeline.plumbing.errors import PipelineError
+from transfer_pipeline.plumbing.output_checks import MARKER, check_replaceable
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 
 
 def _run(repo, *args, env=None, limit_bytes=None):
@@ -494,7 +495,7 @@ def _finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
 WRITING_PREPARE = """
 import sys
 from pathlib import Path
-from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 prepared = Path("data/prepared")
 outputs = StageOutputs.of_stage("prepare", files=[Path("metrics/prepare.json")], folders=[prepared])
 with outputs:
@@ -588,7 +589,7 @@ def test_dvc_killed_alone_then_rerun_names_its_stage_process_still_writing(tmp_p
 ORPHANED_FINE_TUNE = """
 import sys
 from pathlib import Path
-from transfer_pipeline.plumbing.atomic import StageOutputs
+from transfer_pipeline.plumbing.stage_outputs import StageOutputs
 from transfer_pipeline.plumbing.errors import exit_on_pipeline_error
 from transfer_pipeline.running.live import log_epoch, open_live
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plumbing.atomic import StageOutputs
 from ..plumbing.errors import PipelineError
+from ..plumbing.stage_outputs import StageOutputs
 from ..running.progress import ProgressBar
 from .images import (
     FORMATS_EXAMPLE,

@@ -2,7 +2,7 @@
 
 dvc.yaml is the one place for both. A stage reads only the params it lists
 (``declared_params``, for ``params.load_params``), may write only the outs, metrics and plots
-it declares (``declared_outputs``, checked by ``atomic.StageOutputs.of_stage``), and an
+it declares (``declared_outputs``, checked by ``stage_outputs.StageOutputs.of_stage``), and an
 error about a bad file names the stage that writes it (``rebuild_hint``).
 """
 

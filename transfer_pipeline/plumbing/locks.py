@@ -2,7 +2,7 @@
 
 ``take(path)`` locks a file exclusively (``flock``) and writes the holder's pid into it; the
 kernel releases the lock when the process ends, ``kill -9`` included, so a lock is never stale:
-a lock file that can be taken belongs to no live process. ``atomic.StageOutputs`` locks its
+a lock file that can be taken belongs to no live process. ``stage_outputs.StageOutputs`` locks its
 stage's staging folder this way; ``use_own_temp_folder`` gives every entry point's process a
 temporary folder of its own, locked the same way, so what a killed process left there is
 removed by the next one.

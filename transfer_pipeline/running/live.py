@@ -1,5 +1,5 @@
 """Metrics and curves through DVCLive: each epoch is on disk as soon as it ends, in the
-stage's partial DVCLive folder (``atomic.StageOutputs``), moved into place when it finishes.
+stage's partial DVCLive folder (``stage_outputs.StageOutputs``), moved into place when it finishes.
 
 dvc.yaml declares the DVCLive folders itself (``dvcyaml=False``), and DVC runs the stages
 (``save_dvc_exp=False``: DVCLive must not make experiments of its own). ``dvclive.keras``

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from ..models.model import is_seed_state, load_model
-from ..plumbing.atomic import write_json_file
+from ..plumbing.replacing import write_json_file
 from . import cluster
 from .live import HISTORY_KEYS
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..plumbing.errors import PipelineError
-from ..plumbing.params import EXPORT_FORMATS as FORMATS
+from ..plumbing.param_schema import EXPORT_FORMATS as FORMATS
 
 FLOAT_FORMATS = ("saved_model", "onnx", "litert")  # parity within export.parity_pp
 EXTRA = 'pip install -e ".[export]"'

@@ -22,9 +22,9 @@ from ..data.images import FORMATS_EXAMPLE, UnreadableImage
 from ..data.images import read_image as read_model_input
 from ..data.sources import FolderListing, image_files_under
 from ..data.store import load_class_names
-from ..plumbing.atomic import StageOutputs
 from ..plumbing.dvcfile import DVC_YAML
 from ..plumbing.errors import PipelineError, exit_on_pipeline_error
+from ..plumbing.stage_outputs import StageOutputs
 from .runtimes import model_file
 
 CSV_COLUMNS = ("path", "rank", "class", "probability")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -46,80 +45,13 @@ from pathlib import Path
 
 from .dvcfile import declared_outputs
 from .errors import PipelineError
-from .locks import Held, release, take
+from .output_checks import LIVE_METRICS, LIVE_OUTS, LIVE_PLOTS, MARKER, check_replaceable, where
 from .params import params_unchanged
+from .replacing import move, partial_path, remove
+from .stage_lock import release_stage_lock, take_stage_lock
+from .write_failures import FULL_BELOW, cannot_write, failure_reason, is_write_failure
 
-MARKER = ".pipeline-output"  # in every folder the pipeline writes: it may replace that folder
 RUN_TOKEN = ".run"  # in a staging folder: the token of the run that made it
-PROTECTED = ("data/raw", "weights")  # the user's data: never written by a stage
-_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-_READ_ONLY = {errno.EACCES, errno.EROFS, errno.EPERM}
-_FULL_BELOW = 1 << 20  # bytes free: a disk this full cannot take a stage's outputs
-LIVE_METRICS, LIVE_PLOTS = "metrics.json", "plots"  # what dvc.yaml declares of a DVCLive folder
-LIVE_OUTS = (LIVE_METRICS, LIVE_PLOTS)
-
-
-def partial_path(target: Path) -> Path:
-    """A target's temporary sibling (same suffix, so Keras accepts it): where a file is written
-    first when there is no staging folder (``write_json_file``, ``tl-predict --csv``)."""
-    target = Path(target)
-    return target.with_name(f".partial-{target.name}")
-
-
-def _where(path) -> Path:
-    return Path(path).absolute().resolve()
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_replaceable(target: Path, folder: bool, inputs=(), marked: bool = True) -> None:
-    """Raise a PipelineError if writing ``target`` could destroy something the user made.
-    ``marked``: a non-empty folder must carry the pipeline's marker to be replaced."""
-    where = _where(target)
-    for protected in PROTECTED:
-        if _inside(where, _where(protected)):
-            raise PipelineError(
-                f"refusing to write {target}: it is under {protected}/, which holds your data; "
-                "give an output path outside it"
-            )
-    for source in inputs:
-        source = _where(source)
-        if _inside(source, where):
-            raise PipelineError(
-                f"refusing to write {target}: it is or contains the input {source}; "
-                "give another output path"
-            )
-    if not os.path.lexists(target):
-        return
-    if not folder:
-        if Path(target).is_dir():
-            raise PipelineError(
-                f"refusing to write {target}: it is a folder and this output is a file; "
-                "give a file path"
-            )
-        return
-    if not Path(target).is_dir():
-        raise PipelineError(
-            f"refusing to write {target}: it is a file and this output is a folder; "
-            "give a folder path"
-        )
-    # A staging folder alone (.partial-*: a run that was killed or is still writing) is the
-    # pipeline's: the lock taken next tells which.
-    mine = [entry for entry in Path(target).iterdir() if not entry.name.startswith(".partial-")]
-    if marked and mine and not (Path(target) / MARKER).is_file():
-        raise PipelineError(
-            f"refusing to replace {target}: the folder was not made by this pipeline "
-            f"(no {MARKER} inside) and is not empty; give another output path or move it away"
-        )
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
 
 
 class StageOutputs:
@@ -184,13 +116,13 @@ class StageOutputs:
     ) -> StageOutputs:
         """A stage's outputs: each must be one that dvc.yaml declares for the stage."""
         declared = declared_outputs(stage)
-        allowed = {_where(path) for path in declared}
+        allowed = {where(path) for path in declared}
         claims = [("", target, [target]) for target in [*files, *folders]]
         if live is not None:
             parts = [Path(live) / LIVE_METRICS, Path(live) / LIVE_PLOTS]
             claims.append(("the DVCLive folder ", live, parts))
         for what, target, paths in claims:
-            if not all(_where(path) in allowed for path in paths):
+            if not all(where(path) in allowed for path in paths):
                 raise PipelineError(
                     f"{stage}: refusing to write {what}{target}: dvc.yaml declares only "
                     f"{', '.join(declared)} for this stage; give those paths"
@@ -202,47 +134,16 @@ class StageOutputs:
         return cls(stage, files, folders, inputs, live, writer, lock_in)
 
     def _take_lock(self, folder) -> None:
-        """Held until the run ends: another live run of this stage is refused here. The lock
-        file is ``<folder>/transfer-pipeline-<stage>.lock``; without a folder,
-        ``.partial-<name>.lock`` beside the first output."""
-        first = self.targets[0]
-        if folder is not None:
-            path = Path(folder) / f"transfer-pipeline-{self.stage}.lock"
-        else:
-            path = first.with_name(f".partial-{first.name}.lock")
-        made = not os.path.lexists(path.parent)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = take(path), path, made
-        except Held as other:
-            where = f" on {other.host}" if other.host else ""
-            who = f" (pid {other.pid}{where})" if other.pid is not None else ""
-            stop = f" (kill {other.pid})" if who and not where else ""
-            raise PipelineError(
-                f"{self.stage}: another run of this stage{who} is still writing "
-                f"{', '.join(map(str, self.targets))}; wait for it or stop it{stop}, then rerun"
-            ) from None
-        except OSError as error:
-            raise self._cannot_write(first if folder is None else path, error) from None
+        """Held until the run ends: another live run of this stage is refused here."""
+        self._lock = take_stage_lock(self.stage, self.targets, folder)
         atexit.register(self._unlock)  # a stage that fails before ``with`` leaves no lock file
 
     def _unlock(self) -> None:
         if self._lock is None:
             return
-        fd, path, made = self._lock
-        self._lock = None
+        lock, self._lock = self._lock, None
         atexit.unregister(self._unlock)
-        release(fd, path)
-        if made:
-            with contextlib.suppress(OSError):
-                path.parent.rmdir()  # made for the lock and left empty: not left behind
-
-    def _cannot_write(self, path: Path, error: OSError) -> PipelineError:
-        hint = " (a read-only checkout or mount cannot run a stage)"
-        return PipelineError(
-            f"{self.stage}: cannot write {path} ({error.strerror or error}); give a writable "
-            f"path{hint if error.errno in _READ_ONLY else ''}"
-        )
+        release_stage_lock(lock)
 
     @property
     def staging(self) -> Path | None:
@@ -278,7 +179,7 @@ class StageOutputs:
                 (self.staging / RUN_TOKEN).write_text(self._token)
             except OSError as error:
                 self._discard()
-                raise self._cannot_write(self.staging, error) from None
+                raise cannot_write(self.stage, self.staging, error) from None
         return self
 
     def _make_partials(self) -> None:
@@ -294,10 +195,10 @@ class StageOutputs:
                     tmp.mkdir()
                 else:
                     tmp.touch()
-                full = shutil.disk_usage(tmp.parent).free < _FULL_BELOW
+                full = shutil.disk_usage(tmp.parent).free < FULL_BELOW
             except OSError as error:
                 self._discard()
-                raise self._cannot_write(target, error) from None
+                raise cannot_write(self.stage, target, error) from None
             if full:
                 self._discard()
                 raise PipelineError(
@@ -317,11 +218,11 @@ class StageOutputs:
     def _finish(self, error) -> bool:
         if error is not None:
             self._discard()
-            if isinstance(error, OSError) and _is_write_failure(error):
+            if isinstance(error, OSError) and is_write_failure(error):
                 raise PipelineError(
                     f"{self.stage}: writing {', '.join(map(str, self.targets))} failed "
-                    f"({_reason(error, self.targets[0].parent)}); nothing was replaced. Free "
-                    "disk space (or raise the file size limit) and run again"
+                    f"({failure_reason(error, self.targets[0].parent)}); nothing was replaced. "
+                    "Free disk space (or raise the file size limit) and run again"
                 ) from None
             return False
         try:
@@ -349,7 +250,7 @@ class StageOutputs:
             moves += [(self.path(self.live) / name, self.live / name) for name in LIVE_OUTS]
         for source, target in moves:
             if target != self.host:
-                _move(source, target)
+                move(source, target)
         if self.staging is not None:
             self._fill_host(next(source for source, target in moves if target == self.host))
         return False
@@ -366,36 +267,25 @@ class StageOutputs:
         (it cannot be replaced while the staging folder is inside it)."""
         for entry in self.host.iterdir():
             if entry != self.staging:
-                _remove(entry)
+                remove(entry)
         written = os.path.lexists(source)
         if written:
             for entry in source.iterdir():
                 os.replace(entry, self.host / entry.name)
-        _remove(self.staging)
+        remove(self.staging)
         if not written:  # the stage wrote nothing there (DVCLive without plots): no folder
             self.host.rmdir()
 
     def _discard(self) -> None:
         for target in self.targets:  # siblings: no staging folder, or left by older versions
             with contextlib.suppress(OSError):
-                _remove(partial_path(target))
+                remove(partial_path(target))
         if self.staging is None:
             return
         with contextlib.suppress(OSError):
-            _remove(self.staging)
+            remove(self.staging)
             if self._made_host and self.host.is_dir() and not any(self.host.iterdir()):
                 self.host.rmdir()  # made for the staging folder: not left behind empty
-
-
-def _move(source: Path, target: Path) -> None:
-    """``source`` replaces ``target`` (checked before: a file, an empty folder or one the
-    pipeline made); no ``source`` means no ``target``."""
-    if not os.path.lexists(source):
-        _remove(target)
-        return
-    if source.is_dir():  # two steps: os.replace cannot replace a non-empty folder
-        _remove(target)
-    os.replace(source, target)
 
 
 def _before_replace_hook(stage: str) -> None:
@@ -405,33 +295,3 @@ def _before_replace_hook(stage: str) -> None:
     name, _, command = (os.environ.get("TL_BEFORE_REPLACE") or ":").partition(":")
     if name == stage and command:
         subprocess.run(command, shell=True, check=False)
-
-
-def _is_write_failure(error: OSError) -> bool:
-    # NumPy reports a failed write as a bare OSError ("problem writing element ...").
-    return error.errno in _FULL or error.errno is None
-
-
-def _reason(error: OSError, folder: Path) -> str:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk is full"
-    if error.errno == errno.EFBIG or _file_size_limited():
-        return "file size limit reached"
-    if shutil.disk_usage(folder).free < 64 << 20:
-        return "the disk is full"
-    return f"a write failed: {error}"
-
-
-def _file_size_limited() -> bool:
-    import resource  # POSIX only, like the limit itself
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return soft != resource.RLIM_INFINITY
-
-
-def write_json_file(target, data) -> None:
-    """A single JSON file written atomically (state files outside a stage's outputs)."""
-    target = Path(target)
-    tmp = partial_path(target)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, target)
