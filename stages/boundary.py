@@ -4,10 +4,14 @@ their output, so that each fine-tuning epoch runs only the blocks it trains.
 With fine_tune.unfreeze N (the top N blocks) and no augmentation, the blocks below run in
 inference mode on the same pixels every epoch: their output is a fixed function of the image,
 computed here once (train and validation splits, float16, chunk by chunk into memory-mapped
-.npy files). Otherwise (unfreeze all, augment, a backbone without cuttable blocks) the folder
-holds only cache.json saying why, and fine_tune runs through the whole model as before.
+.npy files), in the precision the features stage chose for the train and validation features
+(compute/features.json: mixed bfloat16 where `auto` found it faster, as the training that
+reads the cache runs in it too). Otherwise (unfreeze all, augment, a backbone without
+cuttable blocks) the folder holds only cache.json saying why, and fine_tune runs through the
+whole model as before.
 
-    python -m stages.boundary data/prepared models/feature_extractor.keras data/boundary
+    python -m stages.boundary data/prepared models/feature_extractor.keras \
+        compute/features.json data/boundary
 """
 
 import argparse
@@ -27,11 +31,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared", type=Path)
     parser.add_argument("extractor", type=Path, help="the frozen extractor (.keras)")
+    parser.add_argument(
+        "features_compute", type=Path, help="the features stage's record: its precision"
+    )
     parser.add_argument("cache", type=Path, help="output folder: <split>.npy and cache.json")
     args = parser.parse_args()
     params = load_params("boundary")  # validate before paying for Keras and its backend
     outputs = StageOutputs.of_stage(
-        "boundary", folders=[args.cache], inputs=[args.prepared, args.extractor]
+        "boundary",
+        folders=[args.cache],
+        inputs=[args.prepared, args.extractor, args.features_compute],
     )
     backbone, settings = params["model"]["backbone"], params["fine_tune"]
     select_backend(params["compute"]["backend"])
@@ -50,7 +59,7 @@ def main() -> None:
         trunk,
         write_cache,
     )
-    from transfer_pipeline.models.model import load_model
+    from transfer_pipeline.models.model import load_model, twin_extractor
 
     why_not = cache_plan(backbone, settings)
     if why_not:
@@ -60,7 +69,14 @@ def main() -> None:
         print(f"boundary: no cache ({why_not}); fine_tune runs the whole model", flush=True)
         return
     blocks = settings["unfreeze"]
-    frozen = trunk(load_model(args.extractor), backbone, blocks)  # float32, as saved
+    extractor = load_model(args.extractor)  # float32, as saved
+    precision = _features_precision(args.features_compute)
+    if precision != "float32":  # the faster twin the features stage extracted train and val on
+        model = params["model"]
+        extractor = twin_extractor(
+            extractor, backbone, model["image_size"], precision, model["weights"]
+        )
+    frozen = trunk(extractor, backbone, blocks)
     shape = tuple(int(side) for side in frozen.output.shape[1:])
     sizes = {split: len(load_split(args.prepared, split)[1]) for split in CACHED_SPLITS}
     needed = cache_bytes(sum(sizes.values()), shape)
@@ -92,6 +108,19 @@ def main() -> None:
         }
         folder.joinpath(PLAN_FILE).write_text(_json(plan))
     print(f"boundary: cached {sizes} images, {np.prod(shape):,} values each", flush=True)
+
+
+def _features_precision(path: Path) -> str:
+    """The precision the features stage extracted train and validation features in."""
+    from transfer_pipeline.plumbing.dvcfile import rebuild_hint
+    from transfer_pipeline.plumbing.errors import PipelineError
+
+    try:
+        return str(json.loads(path.read_text())["precision"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PipelineError(
+            f"{path} is not the features stage's record of its precision; {rebuild_hint(path)}"
+        ) from None
 
 
 def _json(data) -> str:

@@ -73,7 +73,8 @@ def status_copy(pipeline, tmp_path_factory):
         ({"model": {"head_units": [32]}, "train_head": {"epochs": 3}}, {"train_head", "report"}),
         ({"model": {"dropout": 0.1}}, {"train_head"}),
         # fine_tune times its model by backbone and size (compute.precision auto on a CPU).
-        ({"model": {"image_size": 48}}, {"features", "fine_tune", "report"}),
+        # boundary builds its trunk's faster twin from model.image_size and model.weights.
+        ({"model": {"image_size": 48}}, {"features", "boundary", "fine_tune", "report"}),
         ({"model": {"backbone": "mobilenet_v2"}}, {"features", "boundary", "fine_tune", "report"}),
         ({"fine_tune": {"lr": 1e-4}}, {"fine_tune", "report"}),
         # The cached part: another count of top blocks reruns the cache, never features.

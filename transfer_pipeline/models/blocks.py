@@ -174,7 +174,11 @@ def write_cache(
     bar = ProgressBar(len(images), f"boundary {label}", unit=" images")
     limit = np.finfo(out.dtype).max
     for start in range(0, len(images), chunk):
-        part = predict_in_batches(model, images[start : start + chunk], batch_size)
+        # float32 first: a mixed bfloat16 trunk's outputs are cast once, exactly, then rounded
+        # to the cache's dtype.
+        part = np.asarray(
+            predict_in_batches(model, images[start : start + chunk], batch_size), np.float32
+        )
         if not np.all(np.abs(part) <= limit):
             raise PipelineError(
                 f"boundary: an activation of {label} image {start}+ is {np.abs(part).max():.3g}, "
