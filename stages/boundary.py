@@ -103,6 +103,7 @@ def main() -> None:
             "blocks": blocks,
             "shape": list(shape),
             "dtype": CACHE_DTYPE,
+            "computed_in": precision,
             "images": sizes,
             "bytes": needed,
         }

@@ -179,6 +179,7 @@ def test_mixed_bfloat16_training_ships_float32_models_with_parity_in_every_forma
     assert repo.ran_stages(result.stdout) == {
         "features",
         "train_head",
+        "boundary",  # its trunk runs in the precision features chose for train and val
         "fine_tune",
         "evaluate",
         *(f"export@{fmt}" for fmt in formats),
@@ -186,6 +187,7 @@ def test_mixed_bfloat16_training_ships_float32_models_with_parity_in_every_forma
     }
     for stage in ("features", "train_head", "fine_tune"):
         assert repo.json(f"compute/{stage}.json")["precision"] == "mixed_bfloat16", stage
+    assert repo.json("data/boundary/cache.json")["computed_in"] == "mixed_bfloat16"
     for model in ("feature_extractor", "head", "fine_tuned"):
         assert mixed_policies(repo.path / f"models/{model}.keras") == [], model
     keras_accuracy = _keras_accuracy(repo)
