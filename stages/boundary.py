@@ -5,13 +5,13 @@ With fine_tune.unfreeze N (the top N blocks) and no augmentation, the blocks bel
 inference mode on the same pixels every epoch: their output is a fixed function of the image,
 computed here once (train and validation splits, float16, chunk by chunk into memory-mapped
 .npy files), in the precision the features stage chose for the train and validation features
-(compute/features.json: mixed bfloat16 where `auto` found it faster, as the training that
-reads the cache runs in it too). Otherwise (unfreeze all, augment, a backbone without
+(data/features/precision.json: mixed bfloat16 where `auto` found it faster, as the training
+that reads the cache runs in it too). Otherwise (unfreeze all, augment, a backbone without
 cuttable blocks) the folder holds only cache.json saying why, and fine_tune runs through the
 whole model as before.
 
-    python -m stages.boundary data/prepared models/feature_extractor.keras \
-        compute/features.json data/boundary
+    python -m stages.boundary data/prepared models/feature_extractor.keras data/features \
+        data/boundary
 """
 
 import argparse
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("prepared", type=Path)
     parser.add_argument("extractor", type=Path, help="the frozen extractor (.keras)")
     parser.add_argument(
-        "features_compute", type=Path, help="the features stage's record: its precision"
+        "features", type=Path, help="the features folder: what precision train and val had"
     )
     parser.add_argument("cache", type=Path, help="output folder: <split>.npy and cache.json")
     args = parser.parse_args()
@@ -40,7 +40,7 @@ def main() -> None:
     outputs = StageOutputs.of_stage(
         "boundary",
         folders=[args.cache],
-        inputs=[args.prepared, args.extractor, args.features_compute],
+        inputs=[args.prepared, args.extractor, args.features],
     )
     backbone, settings = params["model"]["backbone"], params["fine_tune"]
     select_backend(params["compute"]["backend"])
@@ -48,7 +48,7 @@ def main() -> None:
     import numpy as np
     from numpy.lib.format import open_memmap
 
-    from transfer_pipeline.data.store import load_split
+    from transfer_pipeline.data.store import load_features_precision, load_split
     from transfer_pipeline.models.blocks import (
         CACHE_DTYPE,
         PLAN_FILE,
@@ -70,7 +70,7 @@ def main() -> None:
         return
     blocks = settings["unfreeze"]
     extractor = load_model(args.extractor)  # float32, as saved
-    precision = _features_precision(args.features_compute)
+    precision = load_features_precision(args.features)["train"]
     if precision != "float32":  # the faster twin the features stage extracted train and val on
         model = params["model"]
         extractor = twin_extractor(
@@ -109,19 +109,6 @@ def main() -> None:
         }
         folder.joinpath(PLAN_FILE).write_text(_json(plan))
     print(f"boundary: cached {sizes} images, {np.prod(shape):,} values each", flush=True)
-
-
-def _features_precision(path: Path) -> str:
-    """The precision the features stage extracted train and validation features in."""
-    from transfer_pipeline.plumbing.dvcfile import rebuild_hint
-    from transfer_pipeline.plumbing.errors import PipelineError
-
-    try:
-        return str(json.loads(path.read_text())["precision"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PipelineError(
-            f"{path} is not the features stage's record of its precision; {rebuild_hint(path)}"
-        ) from None
 
 
 def _json(data) -> str:

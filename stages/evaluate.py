@@ -2,7 +2,7 @@
 
 Each accuracy comes with its 95 % Wilson interval and image count, and beside them the
 validation accuracy of exactly the weights each model ships, as its training stage measured it
-(dvclive/train_head, dvclive/fine_tune): runs are chosen on it, never on the test split. The
+(the curves in dvclive/<stage>/plots): runs are chosen on it, never on the test split. The
 predictions file also holds a fingerprint of the test split (its images and labels in order)
 and the data params, so that tl-compare can check that two runs saw the same test images.
 
@@ -12,7 +12,7 @@ predictions are the head applied to the cached test features, which the features
 extracts in float32 for this, so the backbone is not run over the test split again.
 
     python -m stages.evaluate data/prepared data/features models/head.keras \
-        models/fine_tuned.keras dvclive/train_head/metrics.json dvclive/fine_tune/metrics.json \
+        models/fine_tuned.keras dvclive/train_head/plots dvclive/fine_tune/plots \
         dvclive/evaluate eval/per_class.csv eval/predictions.npz compute/evaluate.json
 """
 
@@ -31,8 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("prepared", "features", "head", "model"):
         parser.add_argument(name, type=Path)
-    for name in ("head_metrics", "fine_tune_metrics"):
-        parser.add_argument(name, type=Path, help="a training stage's DVCLive metrics.json")
+    for name in ("head_curves", "fine_tune_curves"):
+        parser.add_argument(name, type=Path, help="a training stage's DVCLive plots folder")
     parser.add_argument("live", type=Path, help="DVCLive folder: metrics.json, confusion plot")
     parser.add_argument("per_class", type=Path, help="output CSV: precision/recall/F1 per class")
     parser.add_argument("predictions", type=Path, help="output: labels and probabilities (.npz)")
@@ -48,8 +48,8 @@ def main() -> None:
             args.features,
             args.head,
             args.model,
-            args.head_metrics,
-            args.fine_tune_metrics,
+            args.head_curves,
+            args.fine_tune_curves,
         ],
         writer=cluster.writes(params),
     )
@@ -75,8 +75,8 @@ def main() -> None:
     class_names = load_class_names(args.prepared)
     test_x, test_y = load_split(args.prepared, "test")
     validation = shipped_validation_accuracy(
-        read_metrics(args.head_metrics, "val_accuracy"),
-        read_metrics(args.fine_tune_metrics, "epochs", "best_val_accuracy"),
+        validation_curve(args.head_curves),
+        validation_curve(args.fine_tune_curves) if params["fine_tune"]["epochs"] else [],
     )
     head = load_model(args.head)
     width = head.input_shape[-1]
@@ -117,23 +117,23 @@ def main() -> None:
         outputs.write_json(args.compute, setup.record())
 
 
-def read_metrics(path: Path, *keys: str) -> dict:
-    """A training stage's DVCLive metrics.json, checked to hold one of ``keys``."""
-    import json
+def validation_curve(plots: Path) -> list[float]:
+    """A training stage's validation accuracy per epoch, from its DVCLive curve (the curves hold
+    no timings: a forced rerun that trains the same weights changes no byte of them)."""
+    import csv
 
     from transfer_pipeline.plumbing.dvcfile import rebuild_hint
     from transfer_pipeline.plumbing.errors import PipelineError
 
+    path = Path(plots) / "metrics" / "val_accuracy.tsv"
     try:
-        metrics = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise PipelineError(
-            f"{path} is not a readable metrics file ({error.__class__.__name__}); "
-            f"{rebuild_hint(path)}"
-        ) from None
-    if not isinstance(metrics, dict) or not any(key in metrics for key in keys):
-        raise PipelineError(f"{path} holds none of {', '.join(keys)}; {rebuild_hint(path)}")
-    return metrics
+        with open(path, newline="") as handle:
+            curve = [float(row["val_accuracy"]) for row in csv.DictReader(handle, delimiter="\t")]
+    except (OSError, ValueError, KeyError, TypeError):
+        curve = []
+    if not curve:
+        raise PipelineError(f"{path} holds no validation accuracy; {rebuild_hint(plots)}")
+    return curve
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ function of the image: computing it once replaces recomputing it in every head e
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def main() -> None:
     from numpy.lib.format import open_memmap
 
     from transfer_pipeline.data.feeding import predict_in_batches
-    from transfer_pipeline.data.store import SPLITS, load_split
+    from transfer_pipeline.data.store import FEATURES_PRECISION, SPLITS, load_split
     from transfer_pipeline.models.features import NOT_KEPT, extract_features
     from transfer_pipeline.models.model import build_feature_extractor, twin_extractor
     from transfer_pipeline.models.saving import save_model
@@ -159,6 +160,13 @@ def main() -> None:
             if outputs.writer:
                 features.flush()
             del features  # closes the memory map
+        if outputs.writer:  # boundary runs its trunk in the train and val features' precision
+            written = {
+                split: "float32" if running[split] is extractor else precision for split in SPLITS
+            }
+            (outputs.path(args.features) / FEATURES_PRECISION).write_text(
+                json.dumps(written, indent=2) + "\n"
+            )
         save_model(extractor, outputs.path(args.extractor))
         outputs.write_json(
             args.metrics,

@@ -62,6 +62,7 @@ def test_every_default_format_is_exported_with_parity_size_and_latency(pipeline)
             "runtime_test_accuracy",
             "keras_test_accuracy",
             "parity_images",
+            "interval95",  # of runtime_test_accuracy: the report's error bars
             "changed_class",
             "near_ties",
             "latency_ms",

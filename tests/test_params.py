@@ -206,6 +206,9 @@ def test_counted_blocks_are_refused_for_keras_hub_presets_in_one_line():
     assert "\n" not in str(error.value)
     raw["fine_tune"]["unfreeze"] = "all"
     validate(raw)
+    # Head only (README's DINOv2 recipe): nothing is fine-tuned, so a count is not an error.
+    raw["fine_tune"].update(unfreeze=2, epochs=0)
+    validate(raw)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 A prepared folder holds, per split, ``<split>_x.npy`` (uint8 images, N x H x W x 3) and
 ``<split>_y.npy`` (int64 labels), plus ``index.csv`` (where each image came from) and
 ``classes.json`` (the class names in label order); prepare.py writes it. A features folder
-holds one ``<split>.npy`` of float rows per split.
+holds one ``<split>.npy`` of float rows per split and ``precision.json``, the precision each
+split was extracted in (the boundary stage runs its trunk in the train and val one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..plumbing.dvcfile import rebuild_hint
 from ..plumbing.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
+FEATURES_PRECISION = "precision.json"
 
 
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
@@ -83,3 +85,20 @@ def load_class_names(path: Path) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PipelineError(f"{path} must hold a JSON list of class names")
     return names
+
+
+def load_features_precision(folder: Path) -> dict[str, str]:
+    """The precision each split's features were extracted in ({"train": ..., "val": ...})."""
+    path = Path(folder) / FEATURES_PRECISION
+    try:
+        precision = json.loads(path.read_text())
+    except (OSError, ValueError):
+        precision = None
+    if not isinstance(precision, dict) or not all(
+        isinstance(precision.get(split), str) for split in SPLITS
+    ):
+        raise PipelineError(
+            f"{path} does not say what precision each split was extracted in; "
+            f"{rebuild_hint(folder)}"
+        )
+    return precision

@@ -60,13 +60,14 @@ def summarize(
     }
 
 
-def shipped_validation_accuracy(head_metrics: dict, fine_tune_metrics: dict) -> dict:
+def shipped_validation_accuracy(head_curve: list[float], fine_tune_curve: list[float]) -> dict:
     """The validation accuracy of the weights each model ships, from the training stages'
-    DVCLive metrics: the head's last epoch (train_head saves its last weights) and the best
-    fine-tuning epoch (fine_tune saves its best); the head's when fine-tuning did not run."""
-    head = float(head_metrics["val_accuracy"])
-    fine = fine_tune_metrics.get("best_val_accuracy")
-    return {"shipped": head if fine is None else float(fine), "head_only": head}
+    per-epoch DVCLive curves: the head's last epoch (train_head saves its last weights) and the
+    best fine-tuning epoch (fine_tune keeps the epoch of the highest validation accuracy); the
+    head's when fine-tuning did not run (no curve)."""
+    head = float(head_curve[-1])
+    fine = max(fine_tune_curve) if fine_tune_curve else head
+    return {"shipped": float(fine), "head_only": head}
 
 
 def fingerprint_of_test_split(images, labels) -> str:

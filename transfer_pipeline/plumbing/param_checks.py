@@ -56,7 +56,8 @@ def cross_checks(p: dict) -> list[str]:
             f"set fine_tune.drop_path_rate: null"
         )
     unfreeze, backbone = p["fine_tune.unfreeze"], p["model.backbone"]
-    if unfreeze != "all" and unfreeze > BLOCKS.get(backbone, 0):
+    head_only_preset = p["fine_tune.epochs"] == 0 and backbone not in BLOCKS  # nothing to cut
+    if unfreeze != "all" and unfreeze > BLOCKS.get(backbone, 0) and not head_only_preset:
         problems.append(
             f"fine_tune.unfreeze = {unfreeze} counts blocks from the top of the base; "
             + (
