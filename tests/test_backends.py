@@ -305,12 +305,16 @@ def test_killing_one_process_ends_the_stage_with_one_line_and_nothing_half_writt
     # boundary reruns only if the two processes' features differ in a bit from one process's
     # (data/features is its dependency): that is this CPU's rounding, not the test's question.
     ran = multi_host_run.ran_stages(killed.stdout)
-    assert {"features", "train_head", "fine_tune"} <= ran <= {
-        "features",
-        "train_head",
-        "boundary",
-        "fine_tune",
-    }
+    assert (
+        {"features", "train_head", "fine_tune"}
+        <= ran
+        <= {
+            "features",
+            "train_head",
+            "boundary",
+            "fine_tune",
+        }
+    )
     errors = [line for line in stderr_lines(killed) if line.startswith("error: ")]
     # Process 1 was killed (no line); process 0's collective failed at once: one line.
     assert len(errors) == 1, stderr_lines(killed)
