@@ -381,7 +381,8 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
     repo.set_params(
         {
             "model": {"backbone": "dinov2_small", "weights": "imagenet", "image_size": 28},
-            "fine_tune": {"epochs": 0},
+            # A preset is not cut into blocks (the tiny recipe counts 2): fine-tuned below, all.
+            "fine_tune": {"epochs": 0, "unfreeze": "all"},
             "export": {"formats": ["saved_model", "onnx", "litert"]},
         }
     )
@@ -412,7 +413,6 @@ def test_hub_pipeline_head_only_exports_predicts_and_a_backbone_switch_reruns_fr
         {
             "fine_tune": {
                 "epochs": 1,
-                "unfreeze": "all",  # a preset is not cut into blocks (the tiny recipe counts 2)
                 "layer_decay": 0.75,
                 "weight_decay": 0.05,
                 "drop_path_rate": 0.1,
