@@ -61,18 +61,22 @@ def main() -> None:
     train_x, _ = load_split(args.prepared, "train")
     timed_images = train_x[:TIMING_BATCH]
 
-    def extraction_rate(policy: str) -> float:
-        """The stage's own extraction (predict_in_batches) of a few images in ``policy``."""
-        model = under_policy(
+    def architecture(policy: str):
+        """The extractor's architecture in ``policy``: timing needs no trained weights."""
+        return under_policy(
             policy,
             lambda: build_feature_extractor(
                 backbone["backbone"],
                 train_x.shape[1],
                 backbone["image_size"],
                 backbone["weights"],
-                load_weights=False,  # the architecture: timing needs no trained weights
+                load_weights=False,
             ),
         )
+
+    def extraction_rate(policy: str) -> float:
+        """The stage's own extraction (predict_in_batches) of a few images in ``policy``."""
+        model = architecture(policy)
         return images_per_s(
             lambda: predict_in_batches(model, timed_images, len(timed_images)), len(timed_images)
         )
@@ -125,16 +129,7 @@ def main() -> None:
     # copy (expected_time.py). It costs one more compilation of the predict step (at the
     # timing batch) and the throwaway's training steps.
     if set(setup.devices) == {"cpu"} and not cluster.multi_host(params):
-        throwaway = under_policy(
-            precision,
-            lambda: build_feature_extractor(
-                backbone["backbone"],
-                train_x.shape[1],
-                backbone["image_size"],
-                backbone["weights"],
-                load_weights=False,  # the architecture: timing needs no trained weights
-            ),
-        )
+        throwaway = architecture(precision)
         expected = measure_and_expect(
             running["train"], throwaway, backbone["backbone"], timed_images, sizes
         )
